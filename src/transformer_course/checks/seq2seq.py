@@ -1,0 +1,3 @@
+"""Checks for the exercises of notebook seq2seq (filled in with that notebook)."""
+
+__all__: list[str] = []

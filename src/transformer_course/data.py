@@ -1,0 +1,232 @@
+"""The course's data: seeded synthetic tasks, a tiny vocabulary, and padded batches.
+
+Nothing is downloaded. Every example comes from a generator seeded by the caller, so the
+same seed gives the same data on every machine.
+
+Tasks (``TASKS``):
+
+- ``copy``:      a b c d  ->  a b c d
+- ``reverse``:   a b c d  ->  d c b a
+- ``sort``:      d a c b  ->  a b c d
+- ``translate``: English (subject-verb-object) into a Korean-like order (subject-object-verb)
+  with particles, romanised so that every font can draw it::
+
+      the old dog sees a small cat in the park
+      neulgeun gae ga gongwon eseo jageun goyangi reul bonda
+
+  Articles vanish, particles appear, the place moves to the middle and the verb to the
+  end, so the alignment between source and target is not monotonic.
+
+Shapes: B batch, S source length, T target length.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .utils import _check_seed
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+TASKS = ("copy", "reverse", "sort", "translate")
+
+# The symbols of the copy / reverse / sort tasks.
+SYMBOLS = tuple("abcdefghijklmnopqrst")
+
+# The lexicon of the translation task: English -> Korean-like (romanised).
+NOUNS = {"dog": "gae", "cat": "goyangi", "boy": "sonyeon", "girl": "sonyeo",
+         "teacher": "seonsaeng", "student": "haksaeng", "bird": "sae", "farmer": "nongbu",
+         "doctor": "uisa", "child": "ai"}
+ADJECTIVES = {"big": "keun", "small": "jageun", "old": "neulgeun", "young": "jeolmeun",
+              "happy": "haengbokhan", "tired": "pigonhan", "clever": "ttokttokhan",
+              "kind": "chinjeolhan"}
+VERBS = {"sees": "bonda", "likes": "joahanda", "helps": "dopneunda", "follows": "ttaraganda",
+         "calls": "bureunda", "meets": "mannanda", "teaches": "gareuchinda"}
+PLACES = {"park": "gongwon", "school": "hakgyo", "house": "jip", "garden": "jeongwon",
+          "library": "doseogwan", "market": "sijang"}
+ADVERBS = {"quickly": "ppalli", "quietly": "joyonghi", "often": "jaju"}
+# Articles have no Korean counterpart; demonstratives do.
+DETERMINERS = {"the": None, "a": None, "this": "i", "that": "geu"}
+PARTICLES = {"subject": "ga", "object": "reul", "place": "eseo"}
+
+Pair = tuple[list[str], list[str]]
+TRANSLATE_LENGTHS = (5, 16)  # the shortest and longest English sentence the grammar makes
+
+
+class Vocab:
+    """Maps tokens to ids and back; ids 0-3 are ``<pad> <bos> <eos> <unk>``."""
+
+    def __init__(self, tokens: Sequence[str]):
+        words = [t for t in dict.fromkeys(tokens) if t not in SPECIALS]
+        self.itos: list[str] = list(SPECIALS) + words
+        self.stoi: dict[str, int] = {t: i for i, t in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __repr__(self) -> str:
+        return f"Vocab({len(self)} tokens: {' '.join(self.itos[4:12])} ...)"
+
+    def encode(self, tokens: Sequence[str], *, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token strings -> ids; an unknown token raises a ``KeyError`` that names it."""
+        if isinstance(tokens, str):
+            tokens = tokens.split()
+        unknown = [t for t in tokens if t not in self.stoi]
+        if unknown:
+            known = " ".join(self.itos[4:])
+            raise KeyError(f"unknown token(s) {unknown}; the vocabulary knows: {known}")
+        ids = [self.stoi[t] for t in tokens]
+        return ([BOS] if bos else []) + ids + ([EOS] if eos else [])
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
+        """Ids -> token strings, stopping at ``<eos>`` and skipping ``<pad>`` and ``<bos>``."""
+        out = []
+        for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids):
+            if i == EOS:
+                break
+            if i in (PAD, BOS):
+                continue
+            out.append(self.itos[i] if 0 <= i < len(self.itos) else "<unk>")
+        return out
+
+
+def task_vocabs(task: str) -> tuple[Vocab, Vocab]:
+    """The (source, target) vocabularies of a task, fixed by the task, not by the data."""
+    _check_task(task)
+    if task != "translate":
+        v = Vocab(SYMBOLS)
+        return v, v
+    src = [*DETERMINERS, *ADJECTIVES, *NOUNS, *VERBS, *PLACES, *ADVERBS, "in"]
+    tgt = [w for w in DETERMINERS.values() if w] + [
+        *ADJECTIVES.values(), *NOUNS.values(), *VERBS.values(), *PLACES.values(),
+        *ADVERBS.values(), *PARTICLES.values()]
+    return Vocab(src), Vocab(tgt)
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def _noun_phrase(rng: random.Random, nouns: dict[str, str], max_adj: int) -> Pair:
+    det = rng.choice(list(DETERMINERS))
+    adjs = rng.sample(list(ADJECTIVES), rng.randint(0, max_adj))
+    noun = rng.choice(list(nouns))
+    en = [det, *adjs, noun]
+    ko = ([DETERMINERS[det]] if DETERMINERS[det] else []) + [ADJECTIVES[a] for a in adjs]
+    return en, ko + [nouns[noun]]
+
+
+def translate_sentence(rng: random.Random) -> Pair:
+    """One random English sentence and its Korean-like translation."""
+    subj_en, subj_ko = _noun_phrase(rng, NOUNS, 3)
+    obj_en, obj_ko = _noun_phrase(rng, NOUNS, 3)
+    verb = rng.choice(list(VERBS))
+    adverb = [rng.choice(list(ADVERBS))] if rng.random() < 0.3 else []
+    en = subj_en + adverb + [verb] + obj_en
+    ko_place: list[str] = []
+    if rng.random() < 0.5:
+        place_en, place_ko = _noun_phrase(rng, PLACES, 1)
+        en += ["in", *place_en]
+        ko_place = place_ko + [PARTICLES["place"]]
+    ko = (subj_ko + [PARTICLES["subject"]] + ko_place + obj_ko + [PARTICLES["object"]]
+          + [ADVERBS[a] for a in adverb] + [VERBS[verb]])
+    return en, ko
+
+
+def _symbol_pair(task: str, rng: random.Random, length: int) -> Pair:
+    src = [rng.choice(SYMBOLS) for _ in range(length)]
+    if task == "copy":
+        return src, list(src)
+    if task == "reverse":
+        return src, src[::-1]
+    return src, sorted(src)
+
+
+def make_pairs(task: str, n: int, min_len: int, max_len: int, seed: int) -> list[Pair]:
+    """``n`` (source, target) token lists of ``task`` with source lengths in [min_len, max_len].
+
+    Source lengths are spread evenly over the range, so every length bucket is filled.
+    """
+    _check_task(task)
+    seed = _check_seed(seed, "make_pairs")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"make_pairs expects n >= 1 examples, got {n!r}")
+    if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
+        raise ValueError(f"make_pairs expects 1 <= min_len <= max_len, got {min_len!r}, {max_len!r}")
+    if task == "translate" and not TRANSLATE_LENGTHS[0] <= min_len <= max_len <= TRANSLATE_LENGTHS[1]:
+        raise ValueError(f"translate sentences have {TRANSLATE_LENGTHS[0]} to {TRANSLATE_LENGTHS[1]} "
+                         f"words, got min_len={min_len}, max_len={max_len}")
+    rng = random.Random(seed)
+    pairs: list[Pair] = []
+    while len(pairs) < n:
+        want = min_len + len(pairs) % (max_len - min_len + 1)
+        if task != "translate":
+            pairs.append(_symbol_pair(task, rng, want))
+            continue
+        en, ko = translate_sentence(rng)
+        while len(en) != want:  # rejection sampling keeps the lengths evenly spread
+            en, ko = translate_sentence(rng)
+        pairs.append((en, ko))
+    rng.shuffle(pairs)
+    return pairs
+
+
+@dataclass
+class Batch:
+    """A padded batch: ``tgt_in`` starts with ``<bos>``, ``tgt_out`` ends with ``<eos>``."""
+
+    src: torch.Tensor          # (B, S) source ids, right-padded with PAD
+    src_lengths: torch.Tensor  # (B,) number of real source tokens
+    tgt_in: torch.Tensor       # (B, T) decoder input: <bos> y1 ... yn, padded
+    tgt_out: torch.Tensor      # (B, T) decoder target: y1 ... yn <eos>, padded
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device``."""
+        return Batch(*(t.to(device) for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out)))
+
+    def __len__(self) -> int:
+        return self.src.shape[0]
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = PAD) -> torch.Tensor:
+    """Right-pad lists of ids into one ``(B, L)`` long tensor."""
+    if len(seqs) == 0:
+        raise ValueError("pad_sequences got an empty list; expected at least one sequence")
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+    return out
+
+
+def collate(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab) -> Batch:
+    """Encode and pad (source, target) token lists into a ``Batch``."""
+    if len(pairs) == 0:
+        raise ValueError("collate got an empty list of pairs; expected at least one")
+    src = [src_vocab.encode(s) for s, _ in pairs]
+    tgt = [tgt_vocab.encode(t) for _, t in pairs]
+    return Batch(
+        src=pad_sequences(src),
+        src_lengths=torch.tensor([len(s) for s in src]),
+        tgt_in=pad_sequences([[BOS, *t] for t in tgt]),
+        tgt_out=pad_sequences([[*t, EOS] for t in tgt]),
+    )
+
+
+def batches(
+    pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab, batch_size: int,
+    generator: torch.Generator | None = None,
+) -> Iterator[Batch]:
+    """Padded batches over ``pairs``, shuffled by ``generator`` (in order when it is None)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    order = (torch.randperm(len(pairs), generator=generator).tolist()
+             if generator is not None else range(len(pairs)))
+    order = list(order)
+    for i in range(0, len(order), batch_size):
+        yield collate([pairs[j] for j in order[i : i + batch_size]], src_vocab, tgt_vocab)

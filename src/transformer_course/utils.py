@@ -1,0 +1,89 @@
+"""Seeds, devices and progress bars: the small things every notebook needs."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+# Set TC_PROGRESS=0 to switch every progress bar of the course off (the tests do).
+_PROGRESS_ENV = "TC_PROGRESS"
+
+
+def _check_seed(seed: object, who: str) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{who} expects an int seed, got {type(seed).__name__} ({seed!r})")
+    if not 0 <= int(seed) < 2**32:
+        raise ValueError(f"{who} expects a seed in [0, 2**32), got {seed}")
+    return int(seed)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's, numpy's and torch's random number generators with one integer."""
+    seed = _check_seed(seed, "set_seed")
+    random.seed(int(seed))
+    np.random.seed(int(seed))
+    torch.manual_seed(int(seed))
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The course's device: CUDA when present, else the CPU; ``prefer`` forces one."""
+    if prefer is not None:
+        if prefer not in ("cpu", "cuda"):
+            raise ValueError(f"get_device expects prefer='cpu', 'cuda' or None, got {prefer!r}")
+        if prefer == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("get_device(prefer='cuda') was asked for, but no CUDA device is present")
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A seeded ``torch.Generator`` for data loaders and checks (leaves the global RNG alone)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(_check_seed(seed, "generator"))
+    return g
+
+
+def progress_enabled() -> bool:
+    """Whether progress bars are shown (the environment variable TC_PROGRESS=0 hides them)."""
+    return os.environ.get(_PROGRESS_ENV, "1") not in ("0", "false", "False", "no")
+
+
+def progress(
+    iterable: Iterable[T], total: int | None = None, desc: str = "", enable: bool | None = None
+) -> Iterator[T]:
+    """Iterate with a ``tqdm.auto`` bar and print a one-line summary when done.
+
+    A notebook saved after a run keeps the widget's first frame (0%) in its text fallback,
+    so the summary line is what a reader of the saved notebook sees: how many steps, how
+    long. ``enable=False`` (or TC_PROGRESS=0) shows only that summary.
+    """
+    show = progress_enabled() if enable is None else enable
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    count = 0
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(iterable, total=total, desc=desc, leave=True)
+        try:
+            for item in bar:
+                count += 1
+                yield item
+        finally:
+            bar.close()
+    else:
+        for item in iterable:
+            count += 1
+            yield item
+    elapsed = time.perf_counter() - start
+    of = f"/{total}" if total is not None else ""
+    print(f"{desc or 'done'}: {count}{of} steps in {elapsed:.1f} s")
