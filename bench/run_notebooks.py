@@ -42,6 +42,7 @@ _NOISE = [
 
 def scrub(nb: nbformat.NotebookNode) -> None:
     """Remove machine-specific noise (memory addresses, absolute paths) from outputs."""
+    nb.metadata.pop("jupytext", None)  # left by authoring tools
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             for key in ("text",):
@@ -69,7 +70,9 @@ def run(path: Path, save: bool, timeout: int = 600) -> tuple[float, float]:
             client.execute_cell(cell, index)
         seconds = time.perf_counter() - start
         probe = nbformat.v4.new_code_cell(PEAK_PROBE)
-        client.execute_cell(probe, len(nb.cells))
+        nb.cells.append(probe)
+        client.execute_cell(probe, len(nb.cells) - 1)
+        nb.cells.pop()
         peak_mb = int(probe.outputs[0]["text"].strip()) / 1024
         client.set_widgets_metadata()
     if save:

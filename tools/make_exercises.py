@@ -41,7 +41,8 @@ def build_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The exercise notebook made from one solution notebook."""
     nb = nbformat.from_dict(solution)  # a deep copy
     resources: dict = {}
-    nb, resources = ClearSolutions(enforce_metadata=False, code_stub={"python": STUB}).preprocess(nb, resources)
+    clear = ClearSolutions(enforce_metadata=False, code_stub={"python": STUB})
+    nb, resources = clear.preprocess(nb, resources)
     nb, resources = ClearOutput().preprocess(nb, resources)
     for cell in nb.cells:
         if cell.cell_type == "code":

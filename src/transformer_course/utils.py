@@ -87,3 +87,33 @@ def progress(
     elapsed = time.perf_counter() - start
     of = f"/{total}" if total is not None else ""
     print(f"{desc or 'done'}: {count}{of} steps in {elapsed:.1f} s")
+
+
+def environment_report(matmul_size: int = 512, repeats: int = 5) -> dict[str, str]:
+    """Versions, device and threads, and the speed of one timed matrix product."""
+    import platform
+    import sys
+
+    if not isinstance(matmul_size, int) or matmul_size < 1:
+        raise ValueError(f"matmul_size must be a positive int, got {matmul_size!r}")
+    device = get_device()
+    a = torch.randn(matmul_size, matmul_size, device=device)
+    a @ a  # warm-up: the first call pays for allocation
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / repeats
+    return {
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()} {platform.machine()}",
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+        "torch threads": str(torch.get_num_threads()),
+        f"matmul {matmul_size}x{matmul_size}": f"{seconds * 1e3:.2f} ms, "
+                                               f"{2 * matmul_size**3 / seconds / 1e9:.1f} GFLOP/s",
+    }

@@ -12,11 +12,11 @@ random state, and a failure shows up the same way twice. Under nbgrader's autogr
 One module per notebook; all checks are importable from here: ``checks.check_softmax``.
 """
 
-from ._core import CheckFailed, call, check_distribution, compare, fmt_shape, run_check
+from ._core import CheckFailed, CheckResult, call, check_distribution, compare, fmt_shape, run_check
 from .attention import *  # noqa: F403
 from .positional import *  # noqa: F403
 from .rnns import *  # noqa: F403
 from .seq2seq import *  # noqa: F403
 from .warmup import *  # noqa: F403
 
-__all__ = ["CheckFailed", "call", "check_distribution", "compare", "fmt_shape", "run_check"]
+__all__ = ["CheckFailed", "CheckResult", "call", "check_distribution", "compare", "fmt_shape", "run_check"]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["CheckFailed", "run_check", "call", "compare", "check_distribution", "fmt_shape"]
+__all__ = ["CheckFailed", "run_check", "call", "compare", "check_distribution", "fmt_shape", "CheckResult"]
 
 
 class CheckFailed(AssertionError):
@@ -27,7 +27,26 @@ def fmt_shape(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
-def run_check(task: str, body: Callable[[], str]) -> bool:
+class CheckResult:
+    """What a check returns: true when the task is done and correct.
+
+    It prints nothing more in a notebook (the check already printed its one line).
+    """
+
+    def __init__(self, task: str, done: bool):
+        self.task, self.done = task, done
+
+    def __bool__(self) -> bool:
+        return self.done
+
+    def __repr__(self) -> str:
+        return f"CheckResult({self.task!r}, done={self.done})"
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def run_check(task: str, body: Callable[[], str]) -> CheckResult:
     """Run ``body``; print "not done yet" on ``NotImplementedError``, a tick on success.
 
     ``body`` returns a short description of what it tried ("4 random inputs ...").
@@ -39,9 +58,9 @@ def run_check(task: str, body: Callable[[], str]) -> bool:
         if os.environ.get("NBGRADER_EXECUTION"):  # nbgrader's autograder: a missing answer fails
             raise CheckFailed(f"{task}: not done (the function still raises NotImplementedError)") from err
         print(f"[ ] {task}: not done yet (replace `raise NotImplementedError` with your code)")
-        return False
+        return CheckResult(task, False)
     print(f"[x] {task}: correct on {tried}")
-    return True
+    return CheckResult(task, True)
 
 
 def call(task: str, fn: Callable, *args, **kwargs):

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import torch
 
-from ._core import CheckFailed, call, check_distribution, compare, fmt_shape, run_check
+from ._core import CheckFailed, CheckResult, call, check_distribution, compare, fmt_shape, run_check
 
 __all__ = ["check_softmax", "check_attention_scores"]
 
 
-def check_softmax(softmax: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+def check_softmax(softmax: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
     """Check ``softmax(x)`` (over the last axis) on random and on very large inputs."""
     task = "softmax"
 
@@ -32,7 +32,7 @@ def check_softmax(softmax: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     return run_check(task, body)
 
 
-def check_attention_scores(scores: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
+def check_attention_scores(scores: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
     """Check ``scores(q, k)``: every query against every key, ``(B,T,D),(B,S,D) -> (B,T,S)``."""
     task = "attention_scores"
 
