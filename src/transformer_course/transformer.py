@@ -1,0 +1,293 @@
+"""The Transformer (Vaswani et al. 2017): encoder and decoder layers, and the whole model.
+
+Shapes: B batch, S source length, T target length, D d_model, H heads, F d_ff, V vocabulary.
+
+Built from ``attention.MultiHeadAttention`` and ``positional.SinusoidalPositionalEncoding``:
+no second copy of attention. Masks follow the course's convention: True where attention is
+allowed. Each layer is post-LN as in the paper (``x = norm(x + sublayer(x))``) or pre-LN
+(``x = x + sublayer(norm(x))``) with ``norm_first=True``; the pre-LN stacks end with a final
+LayerNorm, as in ``nn.Transformer``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import MultiHeadAttention, make_causal_mask, make_padding_mask
+from .data import PAD
+from .positional import SinusoidalPositionalEncoding
+
+__all__ = ["TransformerConfig", "translate_config", "FeedForward", "EncoderLayer", "DecoderLayer",
+           "Encoder", "Decoder", "Transformer", "label_smoothing_loss", "warmup_schedule"]
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """The hyperparameters of an encoder-decoder Transformer."""
+
+    src_vocab_size: int      # source tokens, specials included
+    tgt_vocab_size: int      # target tokens, specials included
+    d_model: int = 64        # width of every residual stream vector
+    n_heads: int = 4         # attention heads per layer; d_model must divide by it
+    d_ff: int = 128          # hidden width of the position-wise feed-forward network
+    n_layers: int = 2        # layers in the encoder and, separately, in the decoder
+    max_len: int = 64        # the longest source or target sequence the model accepts
+    dropout: float = 0.1     # dropout on sublayer outputs, embeddings and attention weights
+    norm_first: bool = False  # False: post-LN (the paper); True: pre-LN
+    pad_id: int = PAD        # the padding id; padded keys get no attention
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "n_layers",
+                     "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"TransformerConfig: {name} should be a positive int, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"TransformerConfig: d_model={self.d_model} is not divisible by "
+                             f"n_heads={self.n_heads}; each head needs d_model // n_heads dimensions")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TransformerConfig: dropout should be in [0, 1), got {self.dropout}")
+
+    @property
+    def d_head(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_heads
+
+
+def translate_config(**overrides) -> TransformerConfig:
+    """The course's preset for the translation task (notebook 08): small enough for a CPU."""
+    from .data import task_vocabs
+
+    src, tgt = task_vocabs("translate")
+    base = dict(src_vocab_size=len(src), tgt_vocab_size=len(tgt), d_model=64, n_heads=4, d_ff=128,
+                n_layers=2, max_len=32, dropout=0.1)
+    return TransformerConfig(**{**base, **overrides})
+
+
+class FeedForward(nn.Module):
+    """The position-wise feed-forward network: Linear, ReLU, dropout, Linear."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shapes: (B, T, D) -> (B, T, F) -> (B, T, D)."""
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention then feed-forward, each with a residual connection and a LayerNorm."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
+                 norm_first: bool = False):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.norm_first = norm_first
+        self.weights: torch.Tensor | None = None  # the last self-attention weights (B, H, S, S)
+
+    def _sa(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        out, self.weights = self.self_attn(x, x, x, mask)
+        return self.dropout1(out)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Shapes: x (B, S, D), mask broadcastable to (B, H, S, S) -> (B, S, D)."""
+        if self.norm_first:
+            x = x + self._sa(self.norm1(x), mask)
+            return x + self.dropout2(self.ff(self.norm2(x)))
+        x = self.norm1(x + self._sa(x, mask))
+        return self.norm2(x + self.dropout2(self.ff(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, cross-attention over the encoder's output, then feed-forward."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
+                 norm_first: bool = False):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
+        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+        self.norm_first = norm_first
+        self.self_weights: torch.Tensor | None = None   # (B, H, T, T)
+        self.cross_weights: torch.Tensor | None = None  # (B, H, T, S): the alignment
+
+    def _sa(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        out, self.self_weights = self.self_attn(x, x, x, mask)
+        return self.dropout1(out)
+
+    def _ca(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        out, self.cross_weights = self.cross_attn(x, memory, memory, mask)
+        return self.dropout2(out)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
+                memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Shapes: x (B, T, D), memory (B, S, D), tgt_mask to (B, H, T, T),
+        memory_mask to (B, H, T, S) -> (B, T, D)."""
+        if self.norm_first:
+            x = x + self._sa(self.norm1(x), tgt_mask)
+            x = x + self._ca(self.norm2(x), memory, memory_mask)
+            return x + self.dropout3(self.ff(self.norm3(x)))
+        x = self.norm1(x + self._sa(x, tgt_mask))
+        x = self.norm2(x + self._ca(x, memory, memory_mask))
+        return self.norm3(x + self.dropout3(self.ff(x)))
+
+
+class Encoder(nn.Module):
+    """A stack of encoder layers (with a final LayerNorm when pre-LN)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        c = config
+        self.layers = nn.ModuleList(EncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first)
+                                    for _ in range(c.n_layers))
+        self.norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Shapes: x (B, S, D), mask to (B, H, S, S) -> (B, S, D)."""
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.norm(x)
+
+
+class Decoder(nn.Module):
+    """A stack of decoder layers (with a final LayerNorm when pre-LN)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        c = config
+        self.layers = nn.ModuleList(DecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first)
+                                    for _ in range(c.n_layers))
+        self.norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
+                memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Shapes: x (B, T, D), memory (B, S, D) -> (B, T, D)."""
+        for layer in self.layers:
+            x = layer(x, memory, tgt_mask, memory_mask)
+        return self.norm(x)
+
+
+@dataclass
+class TransformerState:
+    """What step-by-step decoding carries: the encoder's output and the tokens so far."""
+
+    memory: torch.Tensor       # (B, S, D)
+    memory_mask: torch.Tensor  # (B, 1, 1, S)
+    tokens: torch.Tensor       # (B, t) the target prefix fed so far, starting with <bos>
+    weights: torch.Tensor | None  # (B, S) cross-attention of the newest position
+
+
+class Transformer(nn.Module):
+    """The encoder-decoder Transformer: token ids in, next-token logits out."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"Transformer expects a TransformerConfig, got {type(config).__name__}")
+        c = self.config = config
+        self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model)
+        self.tgt_embed = nn.Embedding(c.tgt_vocab_size, c.d_model)
+        self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len, c.dropout)
+        self.encoder, self.decoder = Encoder(c), Decoder(c)
+        self.generator = nn.Linear(c.d_model, c.tgt_vocab_size)
+
+    def _embed(self, tokens: torch.Tensor, table: nn.Embedding, name: str) -> torch.Tensor:
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.is_floating_point():
+            got = f"{tokens.dtype} {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else tokens
+            raise ValueError(f"Transformer: {name} should be integer token ids of shape (B, L), got {got}")
+        if tokens.shape[1] > self.config.max_len:
+            raise ValueError(f"Transformer: {name} has length {tokens.shape[1]}, longer than "
+                             f"max_len={self.config.max_len}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= table.num_embeddings):
+            raise ValueError(f"Transformer: {name} holds ids outside [0, {table.num_embeddings}): "
+                             f"min {tokens.min().item()}, max {tokens.max().item()}")
+        # the paper scales embeddings by sqrt(d_model) so they are not drowned by the positions
+        return self.positions(table(tokens) * math.sqrt(self.config.d_model))  # (B, L, D)
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source ids (B, S) -> memory (B, S, D) and its padding mask (B, 1, 1, S)."""
+        x = self._embed(src, self.src_embed, "src")
+        mask = make_padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
+        return self.encoder(x, mask), mask
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """Target prefix ids (B, T) and memory -> logits (B, T, V), causally masked."""
+        y = self._embed(tgt, self.tgt_embed, "tgt")
+        causal = make_causal_mask(tgt.shape[1], device=tgt.device)  # (T, T)
+        tgt_mask = causal & make_padding_mask(tgt, self.config.pad_id)  # (B, 1, T, T)
+        return self.generator(self.decoder(y, memory, tgt_mask, memory_mask))  # (B, T, V)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing. Shapes: src (B, S), tgt (B, T) ids -> logits (B, T, V)."""
+        memory, memory_mask = self.encode(src)
+        return self.decode(tgt, memory, memory_mask)
+
+    # the decoding interface shared with the RNN models (decoding.greedy_decode, beam_search)
+    def start(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None) -> TransformerState:
+        """Encode once; the target prefix starts empty. (Lengths are read from the padding.)"""
+        memory, memory_mask = self.encode(src)
+        tokens = src.new_zeros((src.shape[0], 0))  # (B, 0)
+        return TransformerState(memory, memory_mask, tokens, None)
+
+    def step(self, tokens: torch.Tensor, state: TransformerState) -> tuple[torch.Tensor, TransformerState]:
+        """Append the latest tokens (B,) to the prefix; return the next logits (B, V) and state.
+
+        The decoder re-reads the whole prefix at every step: simple and exact (notebook 10's
+        KV cache removes the repeated work). ``state.weights`` is the last layer's
+        cross-attention of the newest position, averaged over heads: (B, S).
+        """
+        prefix = torch.cat([state.tokens, tokens[:, None]], dim=1)  # (B, t + 1)
+        logits = self.decode(prefix, state.memory, state.memory_mask)[:, -1]  # (B, V)
+        weights = self.decoder.layers[-1].cross_weights[:, :, -1].mean(1)  # (B, H, S) -> (B, S)
+        return logits, TransformerState(state.memory, state.memory_mask, prefix, weights)
+
+
+def label_smoothing_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.1,
+                         pad_id: int = PAD) -> torch.Tensor:
+    """Cross-entropy against (1 - smoothing) on the target plus smoothing spread over all V.
+
+    Padding positions are ignored. Computed with log_softmax, so it never gives -inf or NaN,
+    even for confident logits. Shapes: logits (B, T, V), targets (B, T) -> scalar.
+    """
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"label_smoothing_loss expects logits (B, T, V) and targets (B, T), got "
+                         f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label_smoothing_loss: smoothing should be in [0, 1), got {smoothing}")
+    logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    real = targets != pad_id  # (B, T)
+    nll = -logp.gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)  # (B, T)
+    uniform = -logp.mean(-1)  # (B, T): cross-entropy against the uniform distribution
+    loss = (1 - smoothing) * nll + smoothing * uniform
+    return loss[real].sum() / real.sum().clamp_min(1)
+
+
+def warmup_schedule(d_model: int, warmup_steps: int):
+    """The paper's learning rate: d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).
+
+    Returns a function of the step (0-based) for ``train(..., lr=1.0, schedule=...)``: it
+    rises linearly for ``warmup_steps`` steps, then decays as 1 / sqrt(step).
+    """
+    if not (isinstance(d_model, int) and d_model > 0 and isinstance(warmup_steps, int)
+            and warmup_steps > 0):
+        raise ValueError(f"warmup_schedule expects positive ints, got d_model={d_model!r}, "
+                         f"warmup_steps={warmup_steps!r}")
+
+    def lr(step: int) -> float:
+        s = step + 1
+        return d_model ** -0.5 * min(s ** -0.5, s * warmup_steps ** -1.5)
+
+    return lr
