@@ -87,13 +87,15 @@ class EncoderLayer(nn.Module):
     """Self-attention then feed-forward, each with a residual connection and a LayerNorm."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
-                 norm_first: bool = False):
+                 norm_first: bool = False, residual: bool = True):
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
         self.ff = FeedForward(d_model, d_ff, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
         self.norm_first = norm_first
+        # residual=False drops the skip connections: only for notebook 07's experiment
+        self.skip = 1.0 if residual else 0.0
         self.weights: torch.Tensor | None = None  # the last self-attention weights (B, H, S, S)
 
     def _sa(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -103,10 +105,10 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Shapes: x (B, S, D), mask broadcastable to (B, H, S, S) -> (B, S, D)."""
         if self.norm_first:
-            x = x + self._sa(self.norm1(x), mask)
-            return x + self.dropout2(self.ff(self.norm2(x)))
-        x = self.norm1(x + self._sa(x, mask))
-        return self.norm2(x + self.dropout2(self.ff(x)))
+            x = self.skip * x + self._sa(self.norm1(x), mask)
+            return self.skip * x + self.dropout2(self.ff(self.norm2(x)))
+        x = self.norm1(self.skip * x + self._sa(x, mask))
+        return self.norm2(self.skip * x + self.dropout2(self.ff(x)))
 
 
 class DecoderLayer(nn.Module):
