@@ -230,3 +230,44 @@ def batches(
     order = list(order)
     for i in range(0, len(order), batch_size):
         yield collate([pairs[j] for j in order[i : i + batch_size]], src_vocab, tgt_vocab)
+
+
+# --- The recall task of notebook 01: which token came k steps before the last? -------------
+
+
+@dataclass
+class RecallBatch:
+    """Sequences of k + 1 random symbols; the answer is the first, k steps before the last."""
+
+    src: torch.Tensor     # (B, k + 1) symbol ids in [0, vocab_size), no padding
+    target: torch.Tensor  # (B,) the symbol to recall: src[:, 0]
+
+    def to(self, device: torch.device | str) -> RecallBatch:
+        """The same batch on ``device``."""
+        return RecallBatch(self.src.to(device), self.target.to(device))
+
+    def __len__(self) -> int:
+        return self.src.shape[0]
+
+
+def make_recall(n: int, k: int, vocab_size: int, generator: torch.Generator) -> RecallBatch:
+    """``n`` recall examples: a symbol, then k random distractors; the answer is the symbol.
+
+    The distractors come from the same symbols, so only the position tells which one to
+    recall, and chance accuracy is 1 / vocab_size.
+    """
+    for name, value, low in (("n", n, 1), ("k", k, 1), ("vocab_size", vocab_size, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"make_recall expects {name} to be an int >= {low}, got {value!r}")
+    src = torch.randint(0, vocab_size, (n, k + 1), generator=generator)  # (B, k + 1)
+    return RecallBatch(src=src, target=src[:, 0].clone())
+
+
+def recall_batches(
+    k: int, vocab_size: int, batch_size: int, generator: torch.Generator, n_batches: int = 50,
+) -> Iterator[RecallBatch]:
+    """``n_batches`` fresh batches of the recall task (an endless supply: no example repeats)."""
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
+        raise ValueError(f"recall_batches expects n_batches >= 1, got {n_batches!r}")
+    for _ in range(n_batches):
+        yield make_recall(batch_size, k, vocab_size, generator)
