@@ -10,11 +10,12 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install install-dev lab test test-package test-notebooks exercises notebooks bench lint clean
+.PHONY: help install install-dev lab test test-package test-notebooks test-browser browser-deps exercises notebooks bench lint clean
 
 help:
 	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00"
 	@echo "make test       install, then lint, package tests, exercise checks and every notebook (offline)"
+	@echo "make test-browser  run notebooks in a real JupyterLab in headless Chromium"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make bench      time every notebook and write bench/results.md"
 
@@ -40,18 +41,34 @@ lab: install
 lint: install-dev
 	$(VENV)/bin/ruff check src tests tools bench
 
-# The notebooks run with the network switched off (tools/offline.sh), so a download
-# anywhere fails the build.
-test: install-dev lint
+# Everything runs with the network switched off (tools/offline.sh), so a download anywhere
+# fails the build. Two pytest workers share the cores, so each kernel gets one thread
+# (two threads each on two cores oversubscribe the CPU and slow small models badly).
+TEST_ENV := TC_PROGRESS=0 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+test: install-dev lint browser-deps
 	$(PY) tools/make_exercises.py --check
-	TC_PROGRESS=0 tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
-		--nbval-lax --nbval-current-env tests notebooks solutions
+	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
+		--nbval-lax --nbval-current-env --ignore=tests/browser tests notebooks solutions
+	tools/offline.sh $(PY) -m pytest -s tests/browser
+
+# The browser test: a real JupyterLab driven in Debian's Chromium by Playwright.
+test-browser: install-dev browser-deps
+	tools/offline.sh $(PY) -m pytest -s tests/browser
+
+# Debian's Chromium for the browser test (no test tool may download a browser of its own).
+# Installed when missing and we are root with apt-get; otherwise the browser test skips.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 test-package: install-dev
-	TC_PROGRESS=0 $(PY) -m pytest tests
+	$(TEST_ENV) $(PY) -m pytest --ignore=tests/browser tests
 
 test-notebooks: install-dev
-	TC_PROGRESS=0 tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
+	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
 		--nbval-lax --nbval-current-env notebooks solutions
 
 exercises: install-dev

@@ -47,4 +47,5 @@ def figure_widget(fn: Callable[..., Figure], **sliders):
     """
     import ipywidgets
 
-    return ipywidgets.interactive(fn, **sliders)
+    # auto_display: show fn's figure in the widget's output (plain `interactive` would not)
+    return ipywidgets.interactive(fn, {"auto_display": True}, **sliders)
