@@ -75,7 +75,8 @@ def lab(tmp_path_factory):
                 break
             except OSError:
                 if server.poll() is not None:
-                    raise RuntimeError(f"JupyterLab exited: {(root / 'server.log').read_text()[-2000:]}")
+                    tail = (root / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"JupyterLab exited: {tail}") from None
                 time.sleep(0.5)
         else:
             raise RuntimeError("JupyterLab did not answer within 60 s")
