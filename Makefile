@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install install-dev lab test test-package test-notebooks test-browser browser-deps exercises notebooks bench lint clean
+.PHONY: help install install-dev lab test test-package test-notebooks test-browser test-binder browser-deps exercises notebooks bench lint clean
 
 help:
 	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00"
@@ -48,9 +48,15 @@ TEST_ENV := TC_PROGRESS=0 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: install-dev lint browser-deps
 	$(PY) tools/make_exercises.py --check
+	$(PY) -m pytest -q tests/binder
 	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
-		--nbval-lax --nbval-current-env --ignore=tests/browser tests notebooks solutions
+		--nbval-lax --nbval-current-env --ignore=tests/browser --ignore=tests/binder \
+		tests notebooks solutions
 	tools/offline.sh $(PY) -m pytest -s tests/browser
+
+# Binder's environment rebuilt with pip in a fresh venv (needs the package index).
+test-binder: install-dev
+	$(PY) -m pytest -q tests/binder
 
 # The browser test: a real JupyterLab driven in Debian's Chromium by Playwright.
 test-browser: install-dev browser-deps
@@ -65,7 +71,7 @@ browser-deps:
 	fi
 
 test-package: install-dev
-	$(TEST_ENV) $(PY) -m pytest --ignore=tests/browser tests
+	$(TEST_ENV) $(PY) -m pytest --ignore=tests/browser --ignore=tests/binder tests
 
 test-notebooks: install-dev
 	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
