@@ -296,6 +296,48 @@ class MultiHeadAttention(nn.Module):
         out, weights = _attend(q, k, v, mask, self.dropout)  # (B, H, T, Dh), (B, H, T, S)
         return self.out_proj(merge_heads(out)), weights  # (B, T, D)
 
+    def forward_cached(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Causal self-attention of new positions over the cached earlier ones and themselves.
+
+        The cache (the KV cache of notebook 10) holds the projected keys and values of the
+        positions already seen, so a step projects only its new positions and appends them.
+        Shapes: x (B, T_new, D), cache (k, v) each (B, H, S_past, Dh) or None
+        -> output (B, T_new, D), weights (B, H, T_new, S_past + T_new),
+        new cache (k, v) each (B, H, S_past + T_new, Dh).
+        """
+        self._check_inputs(x, x, x, None)
+        q = split_heads(self.q_proj(x), self.n_heads)  # (B, H, T_new, Dh)
+        k = split_heads(self.k_proj(x), self.n_heads)  # (B, H, T_new, Dh)
+        v = split_heads(self.v_proj(x), self.n_heads)  # (B, H, T_new, Dh)
+        if cache is not None:
+            self._check_cache(cache, k)
+            k = torch.cat([cache[0], k], dim=-2)  # (B, H, S_past + T_new, Dh)
+            v = torch.cat([cache[1], v], dim=-2)  # (B, H, S_past + T_new, Dh)
+        T_new, S = q.shape[-2], k.shape[-2]
+        # new query i sits at position S - T_new + i and may see keys 0 .. S - T_new + i;
+        # a single new query sees every key, so it needs no mask
+        mask = None if T_new == 1 else torch.ones(T_new, S, dtype=torch.bool, device=x.device).tril(S - T_new)
+        out, weights = _attend(q, k, v, mask, self.dropout)  # (B, H, T_new, Dh), (B, H, T_new, S)
+        return self.out_proj(merge_heads(out)), weights, (k, v)  # (B, T_new, D)
+
+    def _check_cache(self, cache: object, k: torch.Tensor) -> None:
+        who = "MultiHeadAttention.forward_cached"
+        if not isinstance(cache, (tuple, list)) or len(cache) != 2:
+            raise TypeError(f"{who}: cache should be a pair (k, v) of tensors (B, H, S_past, Dh) or "
+                            f"None, got {type(cache).__name__}")
+        B, H, _, Dh = k.shape
+        for name, c in zip(("k", "v"), cache, strict=True):
+            if not isinstance(c, torch.Tensor) or c.dim() != 4 or (c.shape[0], c.shape[1], c.shape[3]) \
+                    != (B, H, Dh):
+                got = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+                raise ValueError(f"{who}: cached {name} should be (B, H, S_past, Dh) = ({B}, {H}, "
+                                 f"S_past, {Dh}), got {got}")
+        if cache[0].shape != cache[1].shape:
+            raise ValueError(f"{who}: cached k {tuple(cache[0].shape)} and v {tuple(cache[1].shape)} "
+                             "differ in shape")
+
     def _check_inputs(self, query: object, key: object, value: object, mask: object) -> None:
         who = "MultiHeadAttention"
         for name, x in (("query", query), ("key", key), ("value", value)):
