@@ -23,7 +23,9 @@ from .data import PAD
 from .positional import SinusoidalPositionalEncoding
 
 __all__ = ["TransformerConfig", "translate_config", "FeedForward", "EncoderLayer", "DecoderLayer",
-           "Encoder", "Decoder", "Transformer", "label_smoothing_loss", "warmup_schedule"]
+           "Encoder", "Decoder", "Transformer", "label_smoothing_loss", "warmup_schedule",
+           "layer_gradient_norms", "gradient_norm_curves", "GRADIENT_VARIANTS", "EncoderTagger",
+           "sort_tags", "constant_warmup"]
 
 
 @dataclass(frozen=True)
@@ -293,3 +295,110 @@ def warmup_schedule(d_model: int, warmup_steps: int):
         return d_model ** -0.5 * min(s ** -0.5, s * warmup_steps ** -1.5)
 
     return lr
+
+
+# --- Notebook 07: the block's experiments ---------------------------------------------------
+
+
+def _check_depth(depth: object, who: str) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"{who}: depth should be an int >= 1, got {depth!r}")
+    return depth
+
+
+def layer_gradient_norms(depth: int, residual: bool = True, norm_first: bool = False, *,
+                         d_model: int = 64, n_heads: int = 4, d_ff: int = 256, batch_size: int = 8,
+                         seq_len: int = 16, seed: int = 0) -> torch.Tensor:
+    """The gradient norm of the loss w.r.t. each layer's input, at initialisation: (depth,).
+
+    A stack of ``depth`` freshly initialised encoder layers (pre-LN stacks end with a final
+    LayerNorm, as ``Encoder`` does) maps a random input (B, S, D) to an output whose mean
+    squared error to a random target is the loss. Entry ``i`` is ``||dL / dx_i||``, where
+    ``x_i`` is the input of layer ``i`` (0 = the first layer, nearest the data).
+    """
+    depth = _check_depth(depth, "layer_gradient_norms")
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # the layers' initialisation leaves the global RNG alone
+        torch.manual_seed(seed)
+        layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, 0.0, norm_first, residual)
+                               for _ in range(depth))
+        final = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+    x = torch.randn(batch_size, seq_len, d_model, generator=g, requires_grad=True)  # (B, S, D)
+    target = torch.randn(batch_size, seq_len, d_model, generator=g)  # (B, S, D)
+    inputs, h = [], x
+    for layer in layers:
+        inputs.append(h)
+        h = layer(h)  # (B, S, D)
+    loss = F.mse_loss(final(h), target)
+    grads = torch.autograd.grad(loss, inputs)
+    return torch.stack([gr.norm() for gr in grads])  # (depth,)
+
+
+GRADIENT_VARIANTS = {  # name -> (residual, norm_first)
+    "post-LN, residual": (True, False),
+    "pre-LN, residual": (True, True),
+    "post-LN, no residual": (False, False),
+    "pre-LN, no residual": (False, True),
+}
+
+
+def gradient_norm_curves(depth: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``layer_gradient_norms`` of the four variants (post/pre-LN, with/without residuals).
+
+    The logic of notebook 07's widget: depth in, one (depth,) curve per variant out.
+    """
+    depth = _check_depth(depth, "gradient_norm_curves")
+    return {name: layer_gradient_norms(depth, residual, norm_first, seed=seed)
+            for name, (residual, norm_first) in GRADIENT_VARIANTS.items()}
+
+
+class EncoderTagger(nn.Module):
+    """An encoder-only Transformer that labels every source position (notebook 07's trainer).
+
+    Source embeddings (scaled by sqrt(d_model)) plus sinusoidal positions, the ``Encoder``
+    stack, and a linear layer to ``config.tgt_vocab_size`` labels at every position.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"EncoderTagger expects a TransformerConfig, got {type(config).__name__}")
+        c = self.config = config
+        self.embed = nn.Embedding(c.src_vocab_size, c.d_model)
+        self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len, c.dropout)
+        self.encoder = Encoder(c)
+        self.head = nn.Linear(c.d_model, c.tgt_vocab_size)
+
+    def forward(self, src: torch.Tensor) -> torch.Tensor:
+        """Shapes: src (B, S) token ids -> logits (B, S, V)."""
+        if not isinstance(src, torch.Tensor) or src.dim() != 2 or src.is_floating_point():
+            got = f"{src.dtype} {tuple(src.shape)}" if isinstance(src, torch.Tensor) else repr(src)
+            raise ValueError(f"EncoderTagger: src should be integer token ids (B, S), got {got}")
+        if src.shape[1] > self.config.max_len:
+            raise ValueError(f"EncoderTagger: src has length {src.shape[1]}, longer than "
+                             f"max_len={self.config.max_len}")
+        x = self.positions(self.embed(src) * math.sqrt(self.config.d_model))  # (B, S, D)
+        mask = make_padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
+        return self.head(self.encoder(x, mask))  # (B, S, V)
+
+
+def sort_tags(batch) -> torch.Tensor:
+    """The labels of the sort task read as tagging: position i gets the i-th smallest symbol.
+
+    ``batch.tgt_out`` is the sorted source followed by ``<eos>``; the tag of each source
+    position is the token at the same index, with ``<eos>`` and beyond set to padding.
+    Shapes: -> (B, S), padding where the source is padding.
+    """
+    S = batch.src.shape[1]
+    tags = batch.tgt_out[:, :S]  # (B, S)
+    return tags.masked_fill(batch.src == PAD, PAD)
+
+
+def constant_warmup(warmup_steps: int):
+    """A learning-rate multiplier that rises linearly to 1 over ``warmup_steps``, then stays 1.
+
+    ``warmup_steps=0`` means no warm-up (always 1). For ``train(..., schedule=...)``.
+    """
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"constant_warmup expects an int >= 0, got {warmup_steps!r}")
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0

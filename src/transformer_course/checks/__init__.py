@@ -14,10 +14,12 @@ One module per notebook; all checks are importable from here: ``checks.check_sof
 
 from ._core import CheckFailed, CheckResult, call, check_distribution, compare, fmt_shape, run_check
 from .attention import *  # noqa: F403
+from .efficient import *  # noqa: F403
 from .gpt import *  # noqa: F403
 from .positional import *  # noqa: F403
 from .rnns import *  # noqa: F403
 from .seq2seq import *  # noqa: F403
+from .transformer import *  # noqa: F403
 from .warmup import *  # noqa: F403
 
 __all__ = ["CheckFailed", "CheckResult", "call", "check_distribution", "compare", "fmt_shape", "run_check"]
