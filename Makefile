@@ -81,6 +81,8 @@ exercises: install-dev
 	$(PY) tools/make_exercises.py
 
 bench: install-dev
+	$(PY) bench/bench_mha.py
+	$(PY) bench/bench_kv_cache.py
 	$(PY) bench/run_notebooks.py
 
 clean:

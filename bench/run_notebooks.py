@@ -103,7 +103,29 @@ def write_results(rows: list[tuple[str, float, float]], path: Path = RESULTS) ->
         ok = "yes" if seconds <= BUDGET_S and mb <= BUDGET_MB else "**no**"
         lines.append(f"| {name} | {seconds:.1f} | {mb:.0f} | {ok} |")
     lines.append(f"| **total** | **{total:.1f}** | | {'yes' if total <= 900 else '**no**'} (15 min) |")
+    lines += ["", "## Other measurements", ""] + other_measurements()
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def other_measurements() -> list[str]:
+    """The MultiHeadAttention ratio and the KV-cache speed-up, from their own benchmarks."""
+    out = []
+    mha = ROOT / "bench" / "mha.md"
+    ratio = re.search(r"\*\*([\d.]+)\*\*", mha.read_text()) if mha.exists() else None
+    out.append(f"- `MultiHeadAttention` forward + backward against `nn.MultiheadAttention` "
+               f"(B=32, T=128, D=256, H=8, CPU): **{ratio.group(1)}x** the time ([mha.md](mha.md))"
+               if ratio else "- MultiHeadAttention ratio: not measured (run `make bench`)")
+    kv = ROOT / "bench" / "kv_cache.md"
+    rows = [r for r in kv.read_text().splitlines() if r.startswith("| 1 |") or r.startswith("| 8 |")] \
+        if kv.exists() else []
+    if rows:
+        longest = {r.split("|")[1].strip(): r.split("|")[-2].strip() for r in rows}
+        out.append(f"- KV cache, greedy generation of {rows[-1].split('|')[2].strip()} characters: "
+                   f"**{longest['1']}** faster for one prompt, **{longest['8']}** for 8 prompts "
+                   "([kv_cache.md](kv_cache.md))")
+    else:
+        out.append("- KV-cache speed-up: not measured (run `make bench`)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
