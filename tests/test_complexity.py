@@ -1,0 +1,241 @@
+"""complexity: the measurements of notebook 09 count, time and reach what they claim to."""
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from transformer_course import complexity as C
+from transformer_course.attention import MultiHeadAttention
+from transformer_course.rnn import RNN
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: one thread is much faster than two when other programs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- layers
+
+@pytest.mark.parametrize(("kind", "cls"),
+                         [("rnn_loop", RNN), ("gru", nn.GRU), ("attention", MultiHeadAttention)])
+def test_make_layer_and_layer_forward_keep_the_shape(kind, cls):
+    layer = C.make_layer(kind, 16, n_heads=4)
+    assert isinstance(layer, cls)
+    x = torch.randn(3, 7, 16)
+    assert C.layer_forward(layer, x).shape == (3, 7, 16)
+
+
+def test_make_layer_is_seeded():
+    a, b = C.make_layer("attention", 8, 2, seed=3), C.make_layer("attention", 8, 2, seed=3)
+    assert torch.equal(a.q_proj.weight, b.q_proj.weight)
+
+
+def test_layer_forward_rejects_other_modules():
+    with pytest.raises(TypeError, match="expects an rnn.RNN, nn.GRU or MultiHeadAttention, got Linear"):
+        C.layer_forward(nn.Linear(4, 4), torch.randn(1, 2, 4))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("lstm", 8), r"kind should be one of \('rnn_loop', 'gru', 'attention'\), got 'lstm'"),
+    (("attention", 10, 4), "d_model=10 is not divisible by n_heads=4"),
+    (("gru", 0), "d_model should be a positive int, got 0"),
+])
+def test_make_layer_rejects_bad_configs(args, message):
+    with pytest.raises(ValueError, match=message):
+        C.make_layer(*args)
+
+
+# ----------------------------------------------------------------------------- sequential steps
+
+def test_operator_trace_counts_operators_and_their_longest_chain():
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    with C.OperatorTrace() as trace:
+        y = (a @ b).tanh()  # a chain of 2
+        z = y.view(15)  # a view: no new depth
+        w = z + a.sum()  # sum runs beside the chain; add sits after it: depth 3
+    assert trace.counts["mm"] == 1 and trace.counts["tanh"] == 1 and trace.counts["add"] == 1
+    assert trace.operators == 5  # mm, tanh, view, sum, add
+    assert trace.critical_path == 3
+    assert w.shape == (15,)
+
+
+@pytest.mark.parametrize("n", [1, 5, 33])
+def test_sequential_steps_are_n_for_the_rnns_and_one_for_attention(n):
+    assert C.sequential_steps("rnn_loop", n) == n
+    assert C.sequential_steps("gru", n) == n
+    assert C.sequential_steps("attention", n) == 1
+    for kind in C.LAYER_KINDS:
+        assert C.expected_steps(kind, n) == C.sequential_steps(kind, n)
+
+
+def test_critical_path_grows_with_n_for_the_rnns_only():
+    for kind in ("rnn_loop", "gru"):
+        short, long = (C.trace_layer(kind, n)["critical_path"] for n in (8, 32))
+        assert long >= 3.5 * short, (kind, short, long)
+    paths = {C.trace_layer("attention", n)["critical_path"] for n in (2, 8, 64)}
+    assert len(paths) == 1 and paths.pop() <= 12
+
+
+def test_operator_count_of_attention_does_not_depend_on_n():
+    counts = {C.trace_layer("attention", n)["operators"] for n in (4, 16, 64)}
+    assert len(counts) == 1
+    assert C.trace_layer("rnn_loop", 64)["operators"] > 8 * C.trace_layer("rnn_loop", 4)["operators"]
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+@pytest.mark.parametrize("kind", C.LAYER_KINDS)
+@pytest.mark.parametrize(("n", "d_model", "batch"), [(1, 8, 1), (12, 16, 2), (40, 32, 1)])
+def test_counted_flops_equal_the_closed_form(kind, n, d_model, batch):
+    assert C.count_flops(kind, n, d_model, batch) == C.expected_flops(kind, n, d_model, batch)
+
+
+def test_attention_is_cheaper_than_a_gru_exactly_when_n_is_below_d():
+    d = 64
+    assert C.expected_flops("attention", 32, d) < C.expected_flops("gru", 32, d)
+    assert C.expected_flops("attention", 64, d) == C.expected_flops("gru", 64, d)
+    assert C.expected_flops("attention", 128, d) > C.expected_flops("gru", 128, d)
+
+
+# ----------------------------------------------------------------------------- time
+
+def test_time_against_length_returns_positive_times_and_restores_threads():
+    torch.set_num_threads(2)
+    times = C.time_against_length([8, 16], d_model=16, repeats=1, threads=1)
+    assert torch.get_num_threads() == 2
+    assert set(times) == set(C.LAYER_KINDS)
+    assert all(len(v) == 2 and all(t > 0 for t in v) for v in times.values())
+    forward = C.time_against_length([8], ["attention"], d_model=16, repeats=1, backward=False)
+    assert list(forward) == ["attention"] and forward["attention"][0] > 0
+
+
+def test_the_rnn_loop_takes_longer_for_a_longer_sequence():
+    t = C.time_against_length([16, 256], ["rnn_loop"], d_model=16, repeats=3)["rnn_loop"]
+    assert t[1] > 4 * t[0], t  # 16 times the steps; a generous margin for a loaded machine
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"lengths": []}, "lengths should be a non-empty list"),
+    ({"lengths": [8, 0]}, "n should be a positive int, got 0"),
+    ({"lengths": [8], "kinds": ["lstm"]}, "kind should be one of"),
+    ({"lengths": [8], "repeats": 0}, "repeats should be a positive int, got 0"),
+    ({"lengths": [8], "threads": 0}, "threads should be a positive int, got 0"),
+])
+def test_time_against_length_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        C.time_against_length(d_model=16, **kwargs)
+
+
+# ----------------------------------------------------------------------------- memory
+
+@pytest.mark.parametrize(("dtype", "size"), [(torch.float32, 4), (torch.float16, 2), (torch.float64, 8)])
+def test_attention_weight_bytes(dtype, size):
+    assert C.attention_weight_bytes(2, 4, 10, dtype) == 2 * 4 * 100 * size
+
+
+@pytest.mark.parametrize(("n", "batch", "heads"), [(1, 1, 1), (17, 2, 4), (64, 3, 2)])
+def test_measured_weight_bytes_equal_the_formula(n, batch, heads):
+    assert C.measured_weight_bytes(n, 8, heads, batch) == C.attention_weight_bytes(batch, heads, n)
+
+
+def test_attention_weight_bytes_rejects_bad_input():
+    with pytest.raises(TypeError, match="dtype should be a floating torch.dtype, got torch.int64"):
+        C.attention_weight_bytes(1, 1, 4, torch.int64)
+    with pytest.raises(ValueError, match="n should be a positive int, got 0"):
+        C.attention_weight_bytes(1, 1, 0)
+
+
+def test_peak_memory_grows_as_n_squared_for_attention_and_linearly_for_the_rnn():
+    lengths = [256, 512, 1024]
+    att = [C.peak_forward_memory("attention", n, d_model=32) for n in lengths]
+    rnn = [C.peak_forward_memory("rnn_loop", n, d_model=32) for n in lengths]
+    assert 1.8 <= C.fit_exponent(lengths, att) <= 2.1, att
+    assert 0.9 <= C.fit_exponent(lengths, rnn) <= 1.1, rnn
+    assert att[-1] >= C.attention_weight_bytes(1, 4, 1024)  # the weights themselves are in there
+
+
+# ----------------------------------------------------------------------------- path length
+
+def test_influence_map_draws_the_expected_cones():
+    conv = C.influence_map("convolution", 10, 5, kernel_size=3)
+    expected = torch.tensor([[j <= 2 * L for j in range(10)] for L in range(1, 6)])
+    assert torch.equal(conv, expected)
+    rec = C.influence_map("recurrent", 6, 7)
+    assert torch.equal(rec, torch.tensor([[j < L for j in range(6)] for L in range(1, 8)]))
+    assert C.influence_map("attention", 12, 2).all()
+
+
+@pytest.mark.parametrize(("kind", "depth"), [("recurrent", 3), ("recurrent", 9), ("convolution", 2),
+                                             ("convolution", 5), ("attention", 1)])
+def test_backward_gradient_and_forward_derivative_agree(kind, depth):
+    n = 9
+    grad = C.gradient_reach(kind, n, depth)  # which inputs reach output n - 1 (backward)
+    assert bool(grad[0]) == bool(C.influence_map(kind, n, depth)[-1, -1])  # x_0 -> out_{n-1} (forward)
+    if kind == "recurrent":  # output n-1 sees the last `depth` inputs
+        assert torch.equal(grad, torch.arange(n) >= n - depth)
+
+
+@pytest.mark.parametrize("kind", C.REACH_KINDS)
+@pytest.mark.parametrize("n", [1, 2, 7, 20])
+@pytest.mark.parametrize("kernel_size", [2, 3, 5])
+def test_measured_path_length_equals_the_closed_form(kind, n, kernel_size):
+    assert C.path_length(kind, n, kernel_size) == C.expected_path_length(kind, n, kernel_size)
+
+
+def test_path_lengths_of_the_paper():
+    assert [C.path_length("attention", n) for n in (2, 16, 64)] == [1, 1, 1]
+    assert [C.path_length("recurrent", n) for n in (2, 16, 64)] == [2, 16, 64]
+    assert [C.path_length("convolution", n, kernel_size=3) for n in (2, 16, 64)] == [1, 8, 32]
+
+
+def test_the_parallel_recurrence_equals_the_loop_after_n_steps():
+    n, D = 6, 5
+    torch.manual_seed(0)
+    step = C._RecurrentStep(D).double()
+    loop = RNN(D, D).double()
+    loop.cell = step.cell
+    x = torch.randn(2, n, D, dtype=torch.float64)
+    expected, _ = loop(x)  # (2, n, D)
+    h = torch.zeros_like(x)
+    for L in range(1, n + 1):
+        h = step(x, h)
+        assert torch.allclose(h[:, :L], expected[:, :L], atol=1e-12)  # exact for t < L
+        if L < n:
+            assert not torch.allclose(h[:, L:], expected[:, L:], atol=1e-6)
+    assert torch.allclose(h, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(("fn", "args", "message"), [
+    (C.influence_map, ("lstm", 4, 2), "kind should be one of"),
+    (C.influence_map, ("convolution", 4, 2, 1), "kernel_size should be at least 2"),
+    (C.influence_map, ("attention", 4, 0), "max_depth should be a positive int"),
+    (C.path_length, ("recurrent", 0), "n should be a positive int, got 0"),
+    (C.gradient_reach, ("attention", 4, 0), "depth should be a positive int"),
+    (C.expected_path_length, ("convolution", 4, 1), "kernel_size should be at least 2"),
+    (C.expected_path_length, ("tree", 4), "kind should be one of"),
+])
+def test_reach_functions_reject_bad_input(fn, args, message):
+    with pytest.raises(ValueError, match=message):
+        fn(*args)
+
+
+# ----------------------------------------------------------------------------- the widget
+
+@pytest.mark.parametrize(("n", "d_model"), [(16, 16), (1024, 256), (16, 256), (1024, 16)])
+def test_timing_figure_draws_at_the_ends_of_the_sliders(n, d_model):
+    fig = C.timing_figure(n, d_model, repeats=1)
+    assert isinstance(fig, Figure)
+    time_ax, flop_ax, step_ax = fig.axes
+    assert len(time_ax.patches) == 3 and all(p.get_height() > 0 for p in time_ax.patches)
+    assert [p.get_height() for p in step_ax.patches] == [n, n, 1]
+    assert flop_ax.patches[2].get_height() == pytest.approx(C.expected_flops("attention", n, d_model) / 1e6)
+
+
+def test_timing_report_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="d_model=18 is not divisible by n_heads=4"):
+        C.timing_report(16, 18)
