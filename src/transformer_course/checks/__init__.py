@@ -20,6 +20,7 @@ from .gpt import *  # noqa: F403
 from .positional import *  # noqa: F403
 from .rnns import *  # noqa: F403
 from .seq2seq import *  # noqa: F403
+from .seq2seq_attention import *  # noqa: F403
 from .transformer import *  # noqa: F403
 from .warmup import *  # noqa: F403
 
