@@ -146,8 +146,8 @@ def _run_all(page, timeout_s: float) -> dict:
 
 def _move_a_slider_changes_a_figure(page, name: str) -> None:
     sliders = page.locator(".jp-OutputArea .widget-slider .noUi-handle, "
-                           ".jp-OutputArea .widget-hslider .noUi-handle")
-    assert sliders.count() > 0, f"{name}: no slider rendered"
+                           ".jp-OutputArea .widget-hslider .noUi-handle").filter(visible=True)
+    assert sliders.count() > 0, f"{name}: no visible slider rendered"
     before = _images(page)
     handle = sliders.first
     handle.scroll_into_view_if_needed()
@@ -170,8 +170,9 @@ def test_notebook_runs_and_its_widgets_work_in_jupyterlab(lab, browser, name):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     try:
-        page.goto(f"{url}/lab/tree/notebooks/{name}?token={TOKEN}")
-        page.wait_for_selector(".jp-Notebook .jp-CodeCell")
+        # ?reset: a fresh workspace, so the notebooks of earlier tests are not reopened in tabs
+        page.goto(f"{url}/lab/tree/notebooks/{name}?reset&token={TOKEN}")
+        page.locator(".jp-Notebook .jp-CodeCell").filter(visible=True).first.wait_for()
         page.wait_for_function("() => window.jupyterapp !== undefined")
         page.wait_for_function(f"() => ({NOTEBOOK_STATE})().status === 'idle'", timeout=120_000)
         start = time.time()
@@ -194,4 +195,5 @@ def test_notebook_runs_and_its_widgets_work_in_jupyterlab(lab, browser, name):
         runs = [c.get("execution_count") for c in saved["cells"] if c["cell_type"] == "code"]
         assert all(isinstance(n, int) for n in runs), f"{name}: some cells did not run: {runs}"
     finally:
+        page.evaluate("window.jupyterapp && window.jupyterapp.commands.execute('kernelmenu:shutdown')")
         page.close()
