@@ -6,16 +6,6 @@ import torch
 from transformer_course import checks
 from transformer_course.checks import CheckFailed
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is much faster than two when other programs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- task 1: the cell -----------------------------------------------------------------------
 
 

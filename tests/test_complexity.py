@@ -9,16 +9,6 @@ from transformer_course import complexity as C
 from transformer_course.attention import MultiHeadAttention
 from transformer_course.rnn import RNN
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is much faster than two when other programs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- layers
 
 @pytest.mark.parametrize(("kind", "cls"),

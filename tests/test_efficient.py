@@ -20,16 +20,6 @@ from transformer_course.efficient import (
     tiled_attention,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread, as notebook 11: loops of small operations crawl on a busy machine with two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # (B, H, T, S, Dh, Dv, block_size, block_q): T not a multiple of the block, T != S, one block, block 1
 SHAPES = [
     (2, 3, 10, 10, 8, 8, 4, None),

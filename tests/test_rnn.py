@@ -24,15 +24,6 @@ from transformer_course.rnn import (
 from transformer_course.utils import generator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is much faster than two when other programs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _pair(D, H, seed):
     torch.manual_seed(seed)
     ours = RNN(D, H)

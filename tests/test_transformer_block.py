@@ -17,16 +17,6 @@ from transformer_course.transformer import (
     sort_tags,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: one thread is faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- gradient norms
 
 
