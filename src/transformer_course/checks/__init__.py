@@ -15,6 +15,7 @@ One module per notebook; all checks are importable from here: ``checks.check_sof
 from ._core import CheckFailed, CheckResult, call, check_distribution, compare, fmt_shape, run_check
 from .attention import *  # noqa: F403
 from .complexity import *  # noqa: F403
+from .decoding import *  # noqa: F403
 from .efficient import *  # noqa: F403
 from .gpt import *  # noqa: F403
 from .positional import *  # noqa: F403
