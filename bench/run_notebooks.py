@@ -105,6 +105,22 @@ def write_results(rows: list[tuple[str, float, float]], path: Path = RESULTS) ->
     lines.append(f"| **total** | **{total:.1f}** | | {'yes' if total <= 900 else '**no**'} (15 min) |")
     lines += ["", "## Other measurements", ""] + other_measurements()
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    update_readme(lines[2:])
+
+
+README = ROOT / "README.md"
+START, END = "<!-- bench:start (written by make bench) -->", "<!-- bench:end -->"
+
+
+def update_readme(body: list[str], readme: Path = README) -> None:
+    """Copy the measured table into the README between its bench markers."""
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} ... {END} block to update")
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    block = "\n".join(re.sub(r"\]\((\w+\.md)\)", r"](bench/\1)", line) for line in body)
+    readme.write_text(f"{head}{START}\n{block}\n{END}{tail}", encoding="utf-8")
 
 
 def other_measurements() -> list[str]:

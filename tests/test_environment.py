@@ -68,3 +68,16 @@ def test_torch_comes_from_the_cpu_index_and_dev_tools_stay_out():
 def test_postbuild_installs_the_package_without_dependencies():
     text = (ROOT / "postBuild").read_text()
     assert "pip install --no-deps -e ." in text
+
+
+def test_readme_shows_the_benchmark_table_that_make_bench_wrote():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    results = (ROOT / "bench" / "results.md").read_text(encoding="utf-8").splitlines()
+    block = readme.split("<!-- bench:start (written by make bench) -->")[1].split("<!-- bench:end -->")[0]
+    rows = [r for r in results if r.startswith("| ")]
+    assert rows, "bench/results.md has no table: run `make bench`"
+    for row in rows:
+        assert row in block, f"README.md's benchmark table is out of date (missing {row!r}): run `make bench`"
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    for name in notebooks:
+        assert f"| notebooks/{name} |" in block, f"{name} is not in the benchmark table: run `make bench`"
