@@ -57,6 +57,16 @@ def _check_mask(mask: object, shape: tuple[int, ...], who: str, layout: str) -> 
                          f"{tuple(shape)}")
 
 
+def _check_qkv_sizes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, who: str) -> None:
+    """q and k share the head size Dh; k and v share the number of positions S."""
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{who}: q (..., T, Dh) = {tuple(q.shape)} and k (..., S, Dh) = "
+                         f"{tuple(k.shape)} should have the same last dimension Dh")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{who}: k (..., S, Dh) = {tuple(k.shape)} and v (..., S, Dv) = "
+                         f"{tuple(v.shape)} should have the same number of positions S")
+
+
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Softmax over the last axis where ``mask`` is True; rows with nothing allowed give zeros."""
     if mask is None:
@@ -203,12 +213,7 @@ def scaled_dot_product_attention(
     who = "scaled_dot_product_attention"
     for name, x in (("q", q), ("k", k), ("v", v)):
         _check_tensor(x, name, who, min_dims=2)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{who}: q (..., T, Dh) = {tuple(q.shape)} and k (..., S, Dh) = "
-                         f"{tuple(k.shape)} should have the same last dimension Dh")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{who}: k (..., S, Dh) = {tuple(k.shape)} and v (..., S, Dv) = "
-                         f"{tuple(v.shape)} should have the same number of positions S")
+    _check_qkv_sizes(q, k, v, who)
     try:
         batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except RuntimeError as err:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .attention import make_causal_mask, scaled_dot_product_attention
+from .attention import _check_qkv_sizes, make_causal_mask, scaled_dot_product_attention
 
 __all__ = [
     "online_softmax", "online_softmax_step", "tiled_attention", "naive_attention", "fused_attention",
@@ -56,12 +56,7 @@ def _check_qkv(q: object, k: object, v: object, who: str) -> None:
         if x.dim() < 2:
             raise ValueError(f"{who}: {name} should have at least 2 dimensions (..., positions, "
                              f"features), got shape {tuple(x.shape)}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{who}: q (..., T, Dh) = {tuple(q.shape)} and k (..., S, Dh) = "
-                         f"{tuple(k.shape)} should have the same last dimension Dh")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{who}: k (..., S, Dh) = {tuple(k.shape)} and v (..., S, Dv) = "
-                         f"{tuple(v.shape)} should have the same number of positions S")
+    _check_qkv_sizes(q, k, v, who)
     if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
         raise ValueError(f"{who}: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} "
                          "should have the same leading (batch) dimensions")
