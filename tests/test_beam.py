@@ -192,7 +192,7 @@ def test_beam_search_rejects_bad_models_and_sources():
     with pytest.raises(TypeError, match="start"):
         beam_search(torch.nn.Linear(2, 2), b.src, b.src_lengths, 5, 2)
     model = course_models(0)["seq2seq"]
-    with pytest.raises(ValueError, match="src"):
+    with pytest.raises(TypeError, match="beam_search expects src to be integer token ids"):
         beam_search(model, b.src.float(), b.src_lengths, 5, 2)
     with pytest.raises(ValueError, match="src_lengths"):
         beam_search(model, b.src, b.src_lengths[:1], 5, 2)

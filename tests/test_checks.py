@@ -103,3 +103,33 @@ def test_compare_diagnoses_nan_and_transpose():
     with pytest.raises(CheckFailed, match="is the transpose of the expected one"):
         checks.compare("demo", x.T, x)
     checks.compare("demo", x.clone(), x)  # equal: no error
+
+
+# ----------------------------------------------------------------------------- every check, one table
+
+# Every exercise's check (check_distribution is a helper the checks share, not a task's check).
+ALL_CHECKS = sorted(name for name in dir(checks)
+                    if name.startswith("check_") and name != "check_distribution")
+
+
+def _untouched(*args, **kwargs):
+    raise NotImplementedError("the exercise's placeholder")
+
+
+def test_the_table_holds_every_check():
+    assert len(ALL_CHECKS) >= 30, ALL_CHECKS  # two or three tasks for each of the 12 notebooks
+
+
+@pytest.mark.parametrize("name", ALL_CHECKS)
+def test_every_check_reports_an_untouched_task_as_not_done(name, capsys):
+    before = torch.random.get_rng_state()
+    assert not getattr(checks, name)(_untouched)
+    assert "not done yet" in capsys.readouterr().out
+    assert torch.equal(torch.random.get_rng_state(), before), f"{name} changed the global RNG"
+
+
+@pytest.mark.parametrize("name", ALL_CHECKS)
+def test_every_check_fails_an_untouched_task_under_nbgrader(name, monkeypatch):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(CheckFailed, match="not done"):
+        getattr(checks, name)(_untouched)

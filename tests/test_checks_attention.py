@@ -77,17 +77,6 @@ def test_sdpa_check_rejects_mistakes(name):
         checks.check_scaled_dot_product_attention(fn)
 
 
-def _not_done(*args, **kwargs):
-    raise NotImplementedError("not yet")
-
-
-@pytest.mark.parametrize("check", [checks.check_scaled_dot_product_attention, checks.check_causal_mask,
-                                   checks.check_split_heads, checks.check_merge_heads])
-def test_checks_report_not_done_yet(check, capsys):
-    assert not check(_not_done)
-    assert "not done yet" in capsys.readouterr().out
-
-
 def test_a_crash_is_reported_in_words():
     def crashes(q, k, v, mask=None):
         return q @ k  # (T, Dh) @ (S, Dh): the learner forgot the transpose
@@ -229,7 +218,6 @@ def test_self_attention_check_accepts_a_right_answer():
     assert checks.check_self_attention(_self_attention)
     assert checks.check_self_attention(
         lambda x, wq, wk, wv: scaled_dot_product_attention(x @ wq, x @ wk, x @ wv))
-    assert not checks.check_self_attention(_not_done)
 
 
 @pytest.mark.parametrize("name", SELF_MISTAKES)

@@ -119,18 +119,9 @@ def beam_float_ids(scores, log_probs, k):
     return new, beam.float(), token.float()
 
 
-def beam_not_done(scores, log_probs, k):
-    raise NotImplementedError
-
-
 def test_beam_step_accepts_the_right_answer(capsys):
     assert checks.check_beam_step(beam_right)
     assert "[x] beam_step" in capsys.readouterr().out
-
-
-def test_beam_step_not_done_yet(capsys):
-    assert not checks.check_beam_step(beam_not_done)
-    assert "not done yet" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fn, message", [

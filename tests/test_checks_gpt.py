@@ -10,18 +10,6 @@ import torch
 from transformer_course import checks, gpt
 from transformer_course.checks import CheckFailed
 
-
-def _not_done(*args, **kwargs):
-    raise NotImplementedError("not yet")
-
-
-@pytest.mark.parametrize("check", [checks.check_top_k_filter, checks.check_sampling_probs,
-                                   checks.check_attend_with_cache])
-def test_checks_report_not_done_yet(check, capsys):
-    assert not check(_not_done)
-    assert "not done yet" in capsys.readouterr().out
-
-
 # ----------------------------------------------------------------------------- top-k
 
 def _top_k(logits, k, *, keep=0, largest=True, fill=float("-inf"), dim=-1):

@@ -49,10 +49,6 @@ def cell_returns_numpy(x, h, W_ih, W_hh, b_ih, b_hh):
     return good_cell(x, h, W_ih, W_hh, b_ih, b_hh).numpy()
 
 
-def cell_not_done(x, h, W_ih, W_hh, b_ih, b_hh):
-    raise NotImplementedError("rnn_cell")
-
-
 @pytest.mark.parametrize("wrong, message", [
     (no_tanh, "forgot the tanh"),
     (sigmoid_cell, "used a sigmoid"),
@@ -86,11 +82,6 @@ def test_check_rnn_cell_accepts_the_package_cell():
         return cell(x, h)
 
     assert checks.check_rnn_cell(via_module)
-
-
-def test_check_rnn_cell_not_done(capsys):
-    assert not checks.check_rnn_cell(cell_not_done)
-    assert "[ ] rnn_cell: not done yet" in capsys.readouterr().out
 
 
 # --- task 2: the unrolled RNN ---------------------------------------------------------------
@@ -139,10 +130,6 @@ def returns_only_outputs(x, h0, *w):
     return good_unroll(x, h0, *w)[0]
 
 
-def unroll_not_done(x, h0, *w):
-    raise NotImplementedError("rnn_unroll")
-
-
 @pytest.mark.parametrize("wrong, message", [
     (stacked_on_time_first, r"= \(T, B, H\): stack the states along the time axis, dim=1"),
     (stores_state_before_step, "shifted by one step"),
@@ -160,11 +147,6 @@ def test_check_rnn_unroll_rejects_each_typical_mistake(wrong, message):
 def test_check_rnn_unroll_accepts_the_right_answer(capsys):
     assert checks.check_rnn_unroll(good_unroll)
     assert capsys.readouterr().out.startswith("[x] rnn_unroll: correct")
-
-
-def test_check_rnn_unroll_not_done(capsys):
-    assert not checks.check_rnn_unroll(unroll_not_done)
-    assert "[ ] rnn_unroll: not done yet" in capsys.readouterr().out
 
 
 # --- task 3: the gradient norms -------------------------------------------------------------
@@ -243,10 +225,6 @@ def forgets_requires_grad(model, x):
     return torch.autograd.grad(h_T.sum(), x)[0]
 
 
-def norms_not_done(model, x):
-    raise NotImplementedError("gradient_norms")
-
-
 @pytest.mark.parametrize("wrong, message", [
     (time_order, "in time order; return them by distance"),
     (gradient_of_sum, r"gradient of h_T\.sum\(\), a single row-sum of the Jacobian"),
@@ -271,7 +249,7 @@ def test_check_gradient_norms_accepts_the_right_answers(right, capsys):
 
 
 def test_check_gradient_norms_accepts_the_package_measurement():
-    from transformer_course.rnn import jacobian_norms
+    from transformer_course.experiments.fading_memory import jacobian_norms
 
     assert checks.check_gradient_norms(lambda model, x: jacobian_norms(lambda inp: model(inp)[1], x))
 
@@ -282,8 +260,3 @@ def test_check_gradient_norms_leaves_the_global_rng_alone():
     torch.manual_seed(7)
     checks.check_gradient_norms(good_norms)
     assert torch.equal(torch.rand(3), expected)
-
-
-def test_check_gradient_norms_not_done(capsys):
-    assert not checks.check_gradient_norms(norms_not_done)
-    assert "[ ] gradient_norms: not done yet" in capsys.readouterr().out

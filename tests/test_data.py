@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from transformer_course import data
+from transformer_course.utils import generator
 
 
 @pytest.mark.parametrize("task", data.TASKS)
@@ -59,10 +60,12 @@ def test_unknown_token_is_named():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(task="rotate", n=5, min_len=2, max_len=4, seed=0), "unknown task 'rotate'; expected one of"),
-    (dict(task="copy", n=0, min_len=2, max_len=4, seed=0), "n >= 1 examples, got 0"),
-    (dict(task="copy", n=5, min_len=5, max_len=4, seed=0), "1 <= min_len <= max_len, got 5, 4"),
-    (dict(task="translate", n=5, min_len=5, max_len=30, seed=0), "translate sentences have 5 to 16"),
+    (dict(task="rotate", n=5, min_len=2, max_len=4, seed=0),
+     r"make_pairs expects task to be one of \('copy', 'reverse', 'sort', 'translate'\), got 'rotate'"),
+    (dict(task="copy", n=0, min_len=2, max_len=4, seed=0), "n to be a positive int, got 0"),
+    (dict(task="copy", n=5, min_len=0, max_len=4, seed=0), "min_len to be an int >= 1, got 0"),
+    (dict(task="copy", n=5, min_len=5, max_len=4, seed=0), "max_len to be an int >= 5, got 4"),
+    (dict(task="translate", n=5, min_len=5, max_len=30, seed=0), "its sentences have 5 to 16 words"),
 ])
 def test_make_pairs_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -105,3 +108,27 @@ def test_empty_or_bad_batching_is_refused(call, message):
     vocab, _ = data.task_vocabs("copy")
     with pytest.raises(ValueError, match=message):
         call(vocab)
+
+
+# --- the recall task of notebook 01 ---------------------------------------------------------
+
+
+def test_recall_data_answer_is_the_first_symbol():
+    batch = data.make_recall(50, 7, 5, generator(0))
+    assert batch.src.shape == (50, 8) and batch.target.shape == (50,)
+    assert torch.equal(batch.target, batch.src[:, 0])
+    assert batch.src.min() >= 0 and batch.src.max() < 5
+    again = data.make_recall(50, 7, 5, generator(0))
+    assert torch.equal(batch.src, again.src)
+    batches = list(data.recall_batches(3, 4, 8, generator(1), n_batches=5))
+    assert len(batches) == 5 and not torch.equal(batches[0].src, batches[1].src)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=0, k=3, vocab_size=4), "n to be an int >= 1"),
+    (dict(n=2, k=0, vocab_size=4), "k to be an int >= 1"),
+    (dict(n=2, k=3, vocab_size=1), "vocab_size to be an int >= 2"),
+])
+def test_recall_data_rejects_bad_sizes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.make_recall(generator=generator(0), **kwargs)

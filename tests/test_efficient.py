@@ -1,4 +1,4 @@
-"""Tiled attention equals exact attention; the memory tracker counts what it should."""
+"""Tiled attention and the online softmax equal exact attention and softmax, and refuse bad input."""
 
 from __future__ import annotations
 
@@ -8,17 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_course import efficient
 from transformer_course.attention import scaled_dot_product_attention
-from transformer_course.efficient import (
-    AllocationTracker,
-    fit_exponent,
-    fit_growth_exponent,
-    online_softmax,
-    online_softmax_step,
-    peak_memory,
-    tiled_attention,
-)
+from transformer_course.efficient import online_softmax, online_softmax_step, tiled_attention
 
 # (B, H, T, S, Dh, Dv, block_size, block_q): T not a multiple of the block, T != S, one block, block 1
 SHAPES = [
@@ -89,10 +80,10 @@ def test_causal_rows_never_see_later_keys():
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, None])
 def test_bad_block_size_is_refused(bad):
     q, k, v = _qkv(1, 1, 4, 4, 4, 4)
-    with pytest.raises(ValueError, match="block_size should be a positive int"):
+    with pytest.raises(ValueError, match="tiled_attention expects block_size to be a positive int"):
         tiled_attention(q, k, v, block_size=bad)
     if bad is not None:  # block_q=None means "the same as block_size"
-        with pytest.raises(ValueError, match="block_q should be a positive int"):
+        with pytest.raises(ValueError, match="tiled_attention expects block_q to be a positive int"):
             tiled_attention(q, k, v, block_size=2, block_q=bad)
 
 
@@ -114,7 +105,7 @@ def test_bad_types_are_refused():
         tiled_attention(q.long(), k, v)
     with pytest.raises(TypeError, match="torch.Tensor"):
         tiled_attention(q.tolist(), k, v)
-    with pytest.raises(TypeError, match="causal should be True or False"):
+    with pytest.raises(TypeError, match="tiled_attention expects causal to be True or False"):
         tiled_attention(q, k, v, causal="yes")
 
 
@@ -148,97 +139,8 @@ def test_online_softmax_step_on_a_fully_masked_first_block_gives_no_nan():
     assert torch.isneginf(m).all() and (l == 0).all() and (acc == 0).all()
 
 
-# ----------------------------------------------------------------------------- measuring memory
-
-def test_tracker_counts_new_storages_not_views_and_keeps_the_peak():
-    x = torch.randn(1000)  # made before: not counted
-    with AllocationTracker(keep_log=True) as tracker:
-        view = x[10:].view(-1, 10)  # a view: no new memory
-        x.mul_(2)  # in place: no new memory
-        a = torch.empty(256, dtype=torch.float32)  # 1024 bytes
-        b = torch.empty(512, dtype=torch.float64)  # 4096 bytes
-        del a
-        c = torch.empty(10, dtype=torch.float32)  # 40 bytes, after a was freed
-    assert tracker.peak == 1024 + 4096
-    assert tracker.live == 4096 + 40
-    assert [entry.nbytes for entry in tracker.log] == [1024, 4096, 40]
-    assert view.shape == (99, 10) and b.numel() == 512 and c.numel() == 10
-
-
-def test_peak_memory_of_naive_attention_is_its_weights():
-    q = torch.randn(1, 1, 512, 64)
-    weights = 512 * 512 * 4
-    peak = peak_memory(lambda: efficient.naive_attention(q, q, q))
-    assert 2 * weights <= peak <= 2 * weights + 4 * q.numel() * 4  # scores and softmax, both (T, S)
-
-
-def test_naive_takes_more_memory_than_tiled_at_large_n():
-    lengths = [256, 512, 1024, 2048]
-    mem = efficient.memory_against_length(lengths, block_size=128)
-    assert mem["naive"][-1] > 20 * mem["tiled"][-1]
-    assert all(n > t for n, t in zip(mem["naive"][1:], mem["tiled"][1:], strict=True))
-    assert 1.9 < fit_growth_exponent(lengths, mem["naive"]) < 2.1
-    assert 0.9 < fit_growth_exponent(lengths, mem["tiled"]) < 1.1
-    assert 0.9 < fit_growth_exponent(lengths, mem["fused"]) < 1.1
-    # minus the (n, Dh) output:
-    workspace = [t - n * 64 * 4 for n, t in zip(lengths, mem["tiled"], strict=True)]
-    assert len(set(workspace)) == 1, "beyond its output, tiled attention needs the same bytes at every n"
-
-
-def test_memory_against_length_is_deterministic_and_checks_inputs():
-    a = efficient.memory_against_length([64, 128], block_size=32, causal=True)
-    b = efficient.memory_against_length([64, 128], block_size=32, causal=True)
-    assert a == b
-    with pytest.raises(ValueError, match="unknown methods"):
-        efficient.memory_against_length([64], methods=("naive", "flash"))
-    with pytest.raises(ValueError, match="each length"):
-        efficient.memory_against_length([0])
-    with pytest.raises(ValueError, match="device"):
-        peak_memory(lambda: None, device="meta")
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_peak_memory_on_cuda_grows_as_n_squared_for_naive():
-    mem = efficient.memory_against_length([512, 1024, 2048], block_size=128, device="cuda")
-    assert mem["naive"][-1] > 10 * mem["tiled"][-1]
-
-
-def test_fit_exponents():
-    n = [100, 200, 400, 800]
-    assert fit_exponent(n, [3 * x**2 for x in n]) == pytest.approx(2.0)
-    assert fit_growth_exponent(n, [1e6 + 5 * x for x in n]) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="at least 2"):
-        fit_exponent([1], [1])
-    with pytest.raises(ValueError, match="constant factor"):
-        fit_growth_exponent([1, 2, 5], [1, 2, 3])
-    with pytest.raises(ValueError, match="increase"):
-        fit_growth_exponent([1, 2, 4], [3, 2, 1])
-
-
-# ----------------------------------------------------------------------------- time and the widget
-
-def test_time_against_block_size_reports_every_block():
-    times = efficient.time_against_block_size(64, [8, 64], repeats=1)
-    assert len(times["tiled"]) == 2 and all(t > 0 for t in times["tiled"])
-    assert times["naive"] > 0 and times["fused"] > 0
-    with pytest.raises(ValueError, match="each block size"):
-        efficient.time_against_block_size(64, [0])
-
-
-@pytest.mark.parametrize("block_size", [32, 1024])  # the widget slider's two ends
-@pytest.mark.parametrize("causal", [False, True])
-def test_block_size_report_at_both_ends_of_the_slider(block_size, causal):
-    report = efficient.block_size_report(block_size, n=1024, causal=causal)
-    assert report["check"]["max_abs_diff"] < 1e-5
-    assert all(report[name]["seconds"] > 0 for name in ("tiled", "naive", "fused"))
-    if block_size == 32:
-        assert report["tiled"]["bytes"] < report["naive"]["bytes"] / 20
-    else:  # one tile of n x n: as much as naive attention, give or take the bookkeeping
-        assert report["tiled"]["bytes"] > report["naive"]["bytes"] / 3
-
-
-def test_block_size_report_checks_inputs():
-    with pytest.raises(ValueError, match="block_size should be a positive int"):
-        efficient.block_size_report(0)
-    with pytest.raises(ValueError, match="n should be a positive int"):
-        efficient.block_size_report(16, n=-1)
+def test_online_softmax_refuses_what_is_not_a_float_tensor():
+    with pytest.raises(TypeError, match=r"online_softmax expects x .* to be a torch.Tensor, got list"):
+        online_softmax([1.0, 2.0], 2)
+    with pytest.raises(TypeError, match="floating-point"):
+        online_softmax(torch.arange(4), 2)

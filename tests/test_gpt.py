@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 from matplotlib.figure import Figure
-from pytorch_reference import copy_encoder_layer, randomise_norms
 from torch import nn
 
 from transformer_course import gpt, train
 from transformer_course.attention import MultiHeadAttention, make_causal_mask
+from transformer_course.experiments import generation
+from transformer_course.reference import copy_encoder_layer, randomise_norms
 from transformer_course.transformer import EncoderLayer
 
 try:
@@ -61,7 +62,8 @@ def test_tokenizer_and_loader_errors():
         tok.decode([0, 3])
     with pytest.raises(ValueError, match="non-empty str"):
         gpt.CharTokenizer("")
-    with pytest.raises(ValueError, match="unknown text 'shakespeare'"):
+    with pytest.raises(ValueError, match=r"load_text expects name .* to be one of \('small_stories',\), "
+                                         "got 'shakespeare'"):
         gpt.load_text("shakespeare")
 
 
@@ -114,20 +116,22 @@ def test_a_sequence_longer_than_max_len_is_refused():
     model = small_model()
     with pytest.raises(ValueError, match="do not fit the context max_len=24"):
         model(tokens(1, 25))
-    with pytest.raises(ValueError, match="integer ids of shape"):
+    with pytest.raises(TypeError, match=r"GPT expects tokens to be integer token ids of shape \(B, T\)"):
         model(torch.randn(1, 5))
+    with pytest.raises(ValueError, match=r"tokens ids in \[0, 10\] \(the vocabulary\), got ids from 0 to 11"):
+        model(torch.tensor([[0, 11]]))
     _, cache = model.forward_cached(tokens(1, 20))
-    with pytest.raises(ValueError, match=r"positions 0\.\.24 do not fit"):
+    with pytest.raises(ValueError, match=r"positions 0\.\.24, which do not fit"):
         model.forward_cached(tokens(1, 5), cache)
     with pytest.raises(ValueError, match="one \\(k, v\\) pair per layer"):
         model.forward_cached(tokens(1, 1), cache[:1])
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(vocab_size=0), "vocab_size should be a positive int"),
-    (dict(vocab_size=5, d_model=10, n_heads=4), "not divisible"),
-    (dict(vocab_size=5, dropout=1.0), r"dropout should be in \[0, 1\)"),
-    (dict(vocab_size=5, max_len=2.5), "max_len should be a positive int"),
+    (dict(vocab_size=0), "vocab_size to be a positive int"),
+    (dict(vocab_size=5, d_model=10, n_heads=4), "d_model divisible by n_heads"),
+    (dict(vocab_size=5, dropout=1.0), r"dropout to be in \[0, 1\)"),
+    (dict(vocab_size=5, max_len=2.5), "max_len to be a positive int"),
 ])
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -174,9 +178,9 @@ def test_mha_forward_cached_rejects_a_bad_cache():
     x = torch.randn(2, 1, 16)
     with pytest.raises(TypeError, match=r"a pair \(k, v\)"):
         mha.forward_cached(x, torch.zeros(2, 4, 3, 4))
-    with pytest.raises(ValueError, match=r"cached k should be \(B, H, S_past, Dh\) = \(2, 4, S_past, 4\)"):
+    with pytest.raises(ValueError, match=r"cached k to be \(B, H, S_past, Dh\) = \(2, 4, S_past, 4\)"):
         mha.forward_cached(x, (torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 3, 4)))
-    with pytest.raises(ValueError, match="differ in shape"):
+    with pytest.raises(ValueError, match=r"cached k and v of one shape, got \(2, 4, 3, 4\) and \(2, 4, 2,"):
         mha.forward_cached(x, (torch.zeros(2, 4, 3, 4), torch.zeros(2, 4, 2, 4)))
 
 
@@ -211,9 +215,9 @@ def test_gpt_forward_cached_in_chunks_equals_forward():
 def test_generate_rejects_bad_arguments():
     model = small_model()
     prompt = tokens(1, 4)
-    with pytest.raises(ValueError, match="plus n_new=21 must be between 1 and max_len=24"):
+    with pytest.raises(ValueError, match="plus n_new=21 to be between 1 and max_len=24 tokens, got 25"):
         gpt.generate(model, prompt, 21)
-    with pytest.raises(ValueError, match="n_new should be an int >= 0"):
+    with pytest.raises(ValueError, match="n_new to be an int >= 0"):
         gpt.generate(model, prompt, -1)
     with pytest.raises(TypeError, match="expects a GPT model"):
         gpt.generate(nn.Linear(2, 2), prompt, 3)
@@ -268,7 +272,7 @@ def test_bad_temperatures_raise(temperature):
     for fn in (lambda: gpt.sampling_probs(logits, temperature),
                lambda: gpt.sample_next(logits, temperature),
                lambda: gpt.generate(small_model(), tokens(1, 2), 3, temperature=temperature)):
-        with pytest.raises(ValueError, match="temperature should be a finite number > 0"):
+        with pytest.raises(ValueError, match="temperature to be a finite number > 0"):
             fn()
 
 
@@ -278,9 +282,9 @@ def test_bad_top_k_raise(top_k):
     for fn in (lambda: gpt.top_k_filter(logits, top_k), lambda: gpt.sampling_probs(logits, 1.0, top_k),
                lambda: gpt.sample_next(logits, 1.0, top_k),
                lambda: gpt.generate(small_model(), tokens(1, 2), 3, top_k=top_k)):
-        with pytest.raises(ValueError, match=rf"top_k should be None or an int in \[1, V={V}\]"):
+        with pytest.raises(ValueError, match=rf"top_k to be None or an int in \[1, V={V}\]"):
             fn()
-    with pytest.raises(ValueError, match="logits should be a floating-point tensor"):
+    with pytest.raises(TypeError, match=r"logits \(\.\.\., V\) to be a floating-point tensor"):
         gpt.top_k_filter(torch.ones(3, dtype=torch.long), 1)
 
 
@@ -296,7 +300,7 @@ def test_char_batches_are_shifted_windows_and_seeded():
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
     with pytest.raises(ValueError, match="too few for windows of 101"):
         gpt.char_batches(data, 100, 4)
-    with pytest.raises(ValueError, match="block_size should be a positive int"):
+    with pytest.raises(ValueError, match="block_size to be a positive int"):
         gpt.char_batches(data, 0, 4)
 
 
@@ -315,11 +319,11 @@ def test_the_loss_starts_near_log_v_and_falls_with_training():
 
 def test_generation_times_measures_both_paths():
     model = small_model()
-    times = gpt.generation_times(model, tokens(1, 2), [3, 6], repeats=1)
+    times = generation.generation_times(model, tokens(1, 2), [3, 6], repeats=1)
     assert set(times) == {"no cache", "cache"}
     assert all(len(t) == 2 and min(t) > 0 for t in times.values())
-    with pytest.raises(ValueError, match="lengths should be positive ints"):
-        gpt.generation_times(model, tokens(1, 2), [0])
+    with pytest.raises(ValueError, match="lengths to be positive ints"):
+        generation.generation_times(model, tokens(1, 2), [0])
 
 
 # ----------------------------------------------------------------------------- the widget's logic
@@ -328,9 +332,10 @@ def test_generation_times_measures_both_paths():
 def test_sampling_figure_at_the_ends_of_its_sliders(temperature, top_k):
     model = small_model()
     tok = gpt.CharTokenizer("abcdefghij ")
-    fig = gpt.sampling_figure(model, tok, "abc", temperature, top_k, n_chars=12, n_samples=2)
+    fig = generation.sampling_figure(model, tok, "abc", temperature, top_k, n_chars=12, n_samples=2)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
-    samples = gpt.sample_texts(model, tok, "abc", 12, temperature=temperature, top_k=top_k, n_samples=2)
+    samples = generation.sample_texts(model, tok, "abc", 12, temperature=temperature, top_k=top_k,
+                                      n_samples=2)
     assert len(samples) == 2 and all(len(s) == 12 for s in samples)
     if top_k == 1:  # top-1 is greedy: every sample the same
         assert samples[0] == samples[1]

@@ -1,5 +1,6 @@
 """Positional encodings: the paper's formula, the offset property, learned embeddings, bad input;
-the tagger of notebook 06 proven equal to PyTorch's layers, and the widget's logic."""
+the tagger of notebook 06 (experiments/positions.py) proven equal to PyTorch's layers, and the
+widget's logic."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ import torch
 from torch import nn
 
 from transformer_course import data
-from transformer_course.positional import (
+from transformer_course.experiments.positions import (
     POSITIONS,
-    LearnedPositionalEmbedding,
-    SinusoidalPositionalEncoding,
     Tagger,
     encoding_view,
-    offset_dot_products,
-    sinusoidal_encoding,
     tag_targets,
     tagging_accuracy,
 )
+from transformer_course.positional import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    offset_dot_products,
+    sinusoidal_encoding,
+)
+from transformer_course.reference import copy_encoder_layer
 
 
 @pytest.mark.parametrize("max_len,d_model", [(1, 2), (7, 8), (50, 16), (5, 7)])
@@ -80,11 +84,13 @@ def test_too_long_and_bad_input(cls):
         module(torch.randn(1, 4, 6))
     with pytest.raises(ValueError, match=r"\(B, T, d_model=8\)"):
         module(torch.randn(4, 8))
-    with pytest.raises(ValueError, match="start"):
+    with pytest.raises(ValueError, match="start to be an int >= 0, got -1"):
         module(torch.randn(1, 4, 8), start=-1)
-    with pytest.raises(ValueError, match="d_model should be a positive int"):
+    with pytest.raises(TypeError, match=r"x \(B, T, d_model=8\) to be a torch.Tensor, got list"):
+        module([[1.0] * 8])
+    with pytest.raises(ValueError, match="d_model to be a positive int, got 0"):
         cls(d_model=0, max_len=10)
-    with pytest.raises(ValueError, match="max_len should be a positive int"):
+    with pytest.raises(ValueError, match="max_len to be a positive int, got 2.5"):
         cls(d_model=8, max_len=2.5)
 
 
@@ -115,11 +121,11 @@ def test_offset_dot_products_of_the_sinusoidal_table_are_sums_of_cosines():
 
 
 def test_offset_dot_products_bad_input():
-    with pytest.raises(ValueError, match=r"offset should be an int in \[0, 5\)"):
+    with pytest.raises(ValueError, match=r"offset to be an int in \[0, 4\], got 5"):
         offset_dot_products(torch.zeros(5, 4), 5)
-    with pytest.raises(ValueError, match="offset should be"):
+    with pytest.raises(ValueError, match="offset to be an int in"):
         offset_dot_products(torch.zeros(5, 4), -1)
-    with pytest.raises(ValueError, match=r"shape \(max_len, D\), got \(2, 5, 4\)"):
+    with pytest.raises(ValueError, match=r"pe \(max_len, D\) with 2 dimensions, got shape \(2, 5, 4\)"):
         offset_dot_products(torch.zeros(2, 5, 4), 1)
 
 
@@ -135,25 +141,23 @@ def test_encoding_view_at_the_ends_of_the_sliders(position, dim):
 
 
 def test_encoding_view_bad_input():
-    with pytest.raises(ValueError, match=r"position should be an int in \[0, 64\), got 64"):
+    with pytest.raises(ValueError, match=r"position to be an int in \[0, 63\], got 64"):
         encoding_view(64, 0)
-    with pytest.raises(ValueError, match=r"dim should be an int in \[0, 32\), got -1"):
+    with pytest.raises(ValueError, match=r"dim to be an int in \[0, 31\], got -1"):
         encoding_view(0, -1)
 
 
 def _reference_tagger(ours: Tagger, d_model: int, n_heads: int, d_ff: int):
     """PyTorch's own layers with our tagger's weights: embedding, positions, encoder layer, linear."""
-    from pytorch_reference import copy_encoder_layer
-
     ref_layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, batch_first=True)
-    copy_encoder_layer(ours.layers[0], ref_layer)
+    copy_encoder_layer(ours.encoder.layers[0], ref_layer)
     embed = nn.Embedding.from_pretrained(ours.embed.weight.detach().clone(), freeze=False)
     out = nn.Linear(d_model, ours.out.out_features)
     out.load_state_dict(ours.out.state_dict())
     if ours.positions == "learned":
         table = nn.Parameter(ours.add_positions.embedding.weight.detach().clone())
     else:
-        table = sinusoidal_encoding(ours.max_len, d_model) * (ours.positions == "sinusoidal")
+        table = sinusoidal_encoding(ours.config.max_len, d_model) * (ours.positions == "sinusoidal")
 
     def forward(src: torch.Tensor) -> torch.Tensor:
         x = embed(src) + table[: src.shape[1]]
@@ -209,17 +213,21 @@ def test_tagger_ignores_what_follows_in_the_padding():
 
 
 def test_tagger_bad_input():
-    with pytest.raises(ValueError, match="positions should be one of"):
+    with pytest.raises(ValueError, match="positions to be one of"):
         Tagger(24, positions="rotary")
-    with pytest.raises(ValueError, match="vocab_size should be a positive int"):
+    with pytest.raises(ValueError, match="vocab_size to be a positive int"):
         Tagger(0)
+    with pytest.raises(ValueError, match="d_model divisible by n_heads"):
+        Tagger(24, d_model=10, n_heads=4)
     model = Tagger(24, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=6)
-    with pytest.raises(ValueError, match="longer than max_len=6"):
+    with pytest.raises(ValueError, match=r"length of src to be an int in \[1, 6\], got 7"):
         model(torch.ones(1, 7, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"integer token ids of shape \(B, S\)"):
+    with pytest.raises(TypeError, match=r"integer token ids of shape \(B, S\)"):
         model(torch.ones(1, 4))
     with pytest.raises(ValueError, match=r"integer token ids of shape \(B, S\)"):
         model(torch.ones(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"src ids in \[0, 23\] \(the vocabulary\), got ids from 1 to 24"):
+        model(torch.tensor([[1, 24]]))
 
 
 def test_tag_targets_are_the_outputs_at_the_source_positions():

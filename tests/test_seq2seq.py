@@ -12,20 +12,14 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from transformer_course.data import BOS, EOS, PAD, make_pairs, task_vocabs
 from transformer_course.decoding import greedy_decode
 from transformer_course.seq2seq import (
-    BOTTLENECK,
-    Decoder,
     Encoded,
-    Encoder,
+    RNNDecoder,
+    RNNEncoder,
     Seq2Seq,
     Seq2SeqConfig,
-    bucket_centers,
-    hold_length,
     last_real_state,
     length_grouped_batches,
-    plot_bottleneck,
-    run_length_experiment,
 )
-from transformer_course.train import BucketScore
 
 V, D, H = 12, 8, 16
 
@@ -64,7 +58,7 @@ def make_model(attention: nn.Module | None = None, seed: int = 0) -> Seq2Seq:
 
 def test_final_state_equals_packed_gru_outputs_and_gradients():
     g = torch.Generator().manual_seed(1)
-    enc = Encoder(V, D, H)
+    enc = RNNEncoder(V, D, H)
     src, lengths = random_batch(g, B=5, S=9)
     ours = enc(src, lengths)
     packed = pack_padded_sequence(enc.embed(src), lengths, batch_first=True, enforce_sorted=False)
@@ -79,7 +73,7 @@ def test_final_state_equals_packed_gru_outputs_and_gradients():
 
 def test_appending_padding_leaves_the_final_state_unchanged():
     g = torch.Generator().manual_seed(2)
-    enc = Encoder(V, D, H)
+    enc = RNNEncoder(V, D, H)
     src, lengths = random_batch(g)
     wider = torch.cat([src, torch.full((src.shape[0], 5), PAD)], dim=1)
     a, b = enc(src, lengths), enc(wider, lengths)
@@ -91,7 +85,7 @@ def test_appending_padding_leaves_the_final_state_unchanged():
 def test_encoder_mask_and_zero_outputs_at_padding():
     g = torch.Generator().manual_seed(3)
     src, lengths = random_batch(g)
-    enc = Encoder(V, D, H)(src, lengths)
+    enc = RNNEncoder(V, D, H)(src, lengths)
     assert torch.equal(enc.mask, src != PAD)
     assert (enc.outputs[~enc.mask] == 0).all()
     assert torch.equal(enc.final, enc.outputs[torch.arange(len(lengths)), lengths - 1])
@@ -133,7 +127,7 @@ def test_context_is_the_final_state_without_attention_and_every_state_with_it():
     tokens = torch.full((3,), BOS)
     for attention, should_change in [(None, False), (MeanAttention(), True)]:
         torch.manual_seed(0)
-        dec = Decoder(V, D, H, attention)
+        dec = RNNDecoder(V, D, H, attention)
         a, _ = dec.step(tokens, dec.init_state(Encoded(outputs, final, mask)))
         b, _ = dec.step(tokens, dec.init_state(Encoded(changed, final, mask)))
         assert torch.allclose(a, b) is not should_change
@@ -173,35 +167,51 @@ def test_gradients_reach_the_attention_module():
 def test_bad_inputs_raise_clear_errors():
     model = make_model()
     src, lengths = torch.randint(4, V, (2, 5)), torch.tensor([5, 3])
-    with pytest.raises(ValueError, match="long tensor"):
+    with pytest.raises(TypeError, match=r"Seq2Seq expects src to be integer token ids of shape \(B, S\), "
+                                        r"got torch.float32 of shape \(2, 5\)"):
         model(src.float(), lengths, src)
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match=r"src to be integer token ids of shape \(B, S\), got torch.int64 of "
+                                         r"shape \(5,\)"):
         model(src[0], lengths, src)
     with pytest.raises(ValueError, match="empty batch"):
         model(src[:0], lengths[:0], src[:0])
-    with pytest.raises(ValueError, match=r"src_lengths must be a tensor of shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"src_lengths of shape \(B,\) = \(2,\) holding integers, got "
+                                         r"torch.int64 of shape \(1,\)"):
         model(src, torch.tensor([5]), src)
-    with pytest.raises(ValueError, match=r"lie in \[1, 5\]"):
+    with pytest.raises(ValueError, match=r"src_lengths of shape \(B,\) = \(2,\)"):
+        model(src, torch.tensor([5.0, 3.0]), src)
+    with pytest.raises(ValueError, match=r"src_lengths in \[1, 5\] \(the source width S\), got values "
+                                         "from 3 to 6"):
         model(src, torch.tensor([6, 3]), src)
-    with pytest.raises(ValueError, match=r"lie in \[1, 5\]"):
+    with pytest.raises(ValueError, match=r"src_lengths in \[1, 5\]"):
         model(src, torch.tensor([0, 3]), src)
-    with pytest.raises(ValueError, match="tgt_in has 1 rows but src has 2"):
+    with pytest.raises(ValueError, match=r"tgt_in \(B, T\) with as many rows as src \(B, S\), got \(1, 5\) "
+                                         r"and \(2, 5\)"):
         model(src, lengths, src[:1])
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match="src to be integer token ids.*got list"):
         model(src.tolist(), lengths, src)
-    with pytest.raises(ValueError, match="outputs"):
+    with pytest.raises(TypeError, match="tgt_in to be integer token ids"):
+        model(src, lengths, src.float())
+    with pytest.raises(ValueError, match=r"outputs \(B, S, H\) with 3 dimensions"):
         last_real_state(torch.zeros(2, 3), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"last_real_state expects src_lengths of shape \(B,\) = \(2,\)"):
+        last_real_state(torch.zeros(2, 3, 4), torch.tensor([1]))
+    with pytest.raises(ValueError, match=r"RNNEncoder expects src_lengths in \[1, 5\]"):
+        model.encoder(src, torch.tensor([6, 3]))
+    with pytest.raises(TypeError, match=r"RNNDecoder.step expects tokens to be integer token ids"):
+        model.step(torch.zeros(2), model.start(src, lengths))
 
 
 def test_hidden_size_mismatch_and_bad_config_raise():
-    with pytest.raises(ValueError, match="encoder hidden size 16 != decoder hidden size 8"):
-        Seq2Seq(Encoder(V, D, 16), Decoder(V, D, 8))
-    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+    with pytest.raises(ValueError, match="Seq2Seq expects an encoder and a decoder of the same hidden size "
+                                         r"\(the final encoder state starts the decoder\), got 16 and 8"):
+        Seq2Seq(RNNEncoder(V, D, 16), RNNDecoder(V, D, 8))
+    with pytest.raises(ValueError, match="Seq2SeqConfig expects hidden_size to be a positive int, got 0"):
         Seq2SeqConfig(V, V, D, 0)
-    with pytest.raises(ValueError, match="d_model must be a positive int"):
+    with pytest.raises(ValueError, match="d_model to be a positive int, got 2.5"):
         Seq2SeqConfig(V, V, 2.5, H)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        BOTTLENECK.steps = 1  # type: ignore[misc]
+        Seq2SeqConfig(V, V, D, H).d_model = 1  # type: ignore[misc]
 
 
 def test_attention_with_wrong_output_shape_raises():
@@ -210,7 +220,9 @@ def test_attention_with_wrong_output_shape_raises():
             return keys.mean(1)[:, :-1], mask.float()
 
     model = make_model(Bad())
-    with pytest.raises(ValueError, match="attention must return context"):
+    with pytest.raises(ValueError, match=r"RNNDecoder expects attention to return context \(B, H\) = "
+                                         r"\(2, 16\) and weights \(B, S\) = \(2, 5\), got \(2, 15\) "
+                                         r"and \(2, 5\)"):
         model(torch.randint(4, V, (2, 5)), torch.tensor([5, 3]), torch.full((2, 2), BOS))
 
 
@@ -265,19 +277,21 @@ def test_greedy_stops_at_eos_and_pads_after_it():
 def test_greedy_decode_bad_input():
     model = make_model()
     src, lengths = torch.randint(4, V, (2, 5)), torch.tensor([5, 3])
-    with pytest.raises(TypeError, match="start.*step"):
+    with pytest.raises(TypeError, match=r"greedy_decode expects a model with start\(src, src_lengths\) and "
+                                        r"step\(tokens, state\), got a Linear, which has no start or step"):
         greedy_decode(nn.Linear(2, 2), src, lengths, max_len=3)
-    with pytest.raises(ValueError, match="max_len must be a positive int"):
+    with pytest.raises(ValueError, match="greedy_decode expects max_len to be a positive int, got 0"):
         greedy_decode(model, src, lengths, max_len=0)
-    with pytest.raises(ValueError, match=r"\(B, S\) long tensor"):
+    with pytest.raises(TypeError, match=r"src to be integer token ids of shape \(B, S\), got torch.float32"):
         greedy_decode(model, src.float(), lengths, max_len=3)
     with pytest.raises(ValueError, match="empty batch"):
         greedy_decode(model, src[:0], lengths[:0], max_len=3)
-    with pytest.raises(ValueError, match=r"src_lengths must have shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"src_lengths of shape \(B,\) = \(2,\), got torch.int64 of "
+                                         r"shape \(1,\)"):
         greedy_decode(model, src, lengths[:1], max_len=3)
 
 
-# --- the experiment, its batches and its widget ---------------------------------------------
+# --- batches grouped by length ------------------------------------------------------------
 
 def test_length_grouped_batches_cover_every_pair_once_with_similar_lengths():
     src_vocab, tgt_vocab = task_vocabs("copy")
@@ -290,53 +304,6 @@ def test_length_grouped_batches_cover_every_pair_once_with_similar_lengths():
     assert all(torch.equal(a.src, b.src) for a, b in zip(out, again, strict=True))
     with pytest.raises(ValueError, match="batch_size"):
         next(length_grouped_batches(pairs, src_vocab, tgt_vocab, 0, torch.Generator()))
-
-
-def test_run_length_experiment_small():
-    exp = dataclasses.replace(BOTTLENECK, n_train=256, n_test=44, steps=3, hidden_size=8,
-                              buckets=((3, 10), (11, 24)))
-    run = run_length_experiment(exp, desc="tiny")
-    assert len(run.history.losses) == 3
-    assert [(s.lo, s.hi) for s in run.scores] == [(3, 10), (11, 24)]
-    assert all(0 <= s.exact <= s.token <= 1 for s in run.scores)
-    with_attention = run_length_experiment(exp, MeanAttention(), desc="tiny")
-    assert with_attention.model.decoder.attention is not None
-
-
-def _scores(tokens):
-    return [BucketScore(lo, lo + 2, 10, 0.0, t) for lo, t in zip(range(3, 100, 3), tokens, strict=False)]
-
-
-def test_hold_length_interpolates_the_crossing():
-    assert bucket_centers(_scores([1, 1])) == [4.0, 7.0]
-    assert hold_length(_scores([0.9, 0.7, 0.3])) == pytest.approx(7 + 3 * 0.5)
-    assert hold_length(_scores([0.4, 0.3])) == 4.0
-    assert hold_length(_scores([0.9, 0.8])) == 7.0
-    with pytest.raises(ValueError, match="metric"):
-        hold_length(_scores([0.9]), metric="bleu")
-    with pytest.raises(ValueError, match="at least one"):
-        hold_length([])
-
-
-@pytest.mark.parametrize("hidden_size", [16, 128])
-@pytest.mark.parametrize("length", [3, 24])
-def test_plot_bottleneck_at_the_ends_of_its_sliders(hidden_size, length):
-    sweep = {h: [BucketScore(lo, hi, 10, 0.5, 0.6) for lo, hi in BOTTLENECK.buckets] for h in (16, 64, 128)}
-    fig = plot_bottleneck(sweep, hidden_size, length)
-    assert len(fig.axes) == 2
-    assert str(hidden_size) in fig.axes[0].get_title()
-    bucket = next(b for b in BOTTLENECK.buckets if b[0] <= length <= b[1])
-    assert f"{bucket[0]}-{bucket[1]}" in fig.axes[1].get_title()
-
-
-def test_plot_bottleneck_bad_arguments():
-    sweep = {16: [BucketScore(3, 5, 10, 0.5, 0.6), BucketScore(6, 8, 10, 0.5, 0.6)]}
-    with pytest.raises(ValueError, match="not in the sweep"):
-        plot_bottleneck(sweep, 32, 4)
-    with pytest.raises(ValueError, match="outside the evaluated range"):
-        plot_bottleneck(sweep, 16, 9)
-    with pytest.raises(ValueError, match="metric"):
-        plot_bottleneck(sweep, 16, 4, metric="bleu")
 
 
 def test_the_course_attention_modules_plug_into_the_decoder():

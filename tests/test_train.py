@@ -66,11 +66,11 @@ def test_epochs_repeat_until_steps():
 def test_train_bad_arguments():
     torch.manual_seed(0)
     model = Seq2Seq.from_config(Seq2SeqConfig(len(SRC_VOCAB), len(TGT_VOCAB), 8, 16))
-    with pytest.raises(ValueError, match="steps >= 1"):
+    with pytest.raises(ValueError, match="train expects steps to be a positive int, got 0"):
         train(model, seq2seq_loss, make_batches, steps=0)
-    with pytest.raises(TypeError, match="int seed"):
+    with pytest.raises(TypeError, match="train expects an int seed, got float"):
         train(model, seq2seq_loss, make_batches, steps=1, seed=1.5)
-    with pytest.raises(ValueError, match="no batch"):
+    with pytest.raises(ValueError, match="make_batches to yield at least one batch per epoch, got no batch"):
         train(model, seq2seq_loss, lambda g: iter(()), steps=1)
 
 
@@ -86,6 +86,8 @@ def test_sequence_loss_ignores_padding():
     assert torch.allclose(sequence_loss(changed, targets), expected)
     with pytest.raises(ValueError, match=r"logits \(B, T, V\) and targets \(B, T\)"):
         sequence_loss(logits, targets[:, :3])
+    with pytest.raises(ValueError, match=r"sequence_loss expects logits \(B, T, V\) with 3 dimensions"):
+        sequence_loss(logits[0], targets[0])
 
 
 def test_score_predictions_exact_and_token():
@@ -99,7 +101,8 @@ def test_score_predictions_exact_and_token():
     short = torch.tensor([[4, EOS], [7, EOS]])  # shorter than the target: padded and wrong
     exact, token = score_predictions(short, target)
     assert exact.tolist() == [0.0, 1.0] and token.tolist() == [0.25, 1.0]
-    with pytest.raises(ValueError, match="pred has 1 rows, target 2"):
+    with pytest.raises(ValueError, match=r"pred \(B, L\) with as many rows as target \(B, T\), got \(1, 4\) "
+                                         r"and \(2, 4\)"):
         score_predictions(pred[:1], target)
 
 
@@ -111,7 +114,8 @@ def test_evaluate_by_length_groups_by_source_length():
     silent = evaluate_by_length(lambda b: torch.full_like(b.tgt_out, EOS), PAIRS, SRC_VOCAB, TGT_VOCAB,
                                 [(3, 9)], batch_size=7)
     assert silent[0].exact == 0.0 and 0 < silent[0].token < 0.3  # only the <eos> position is right
-    with pytest.raises(ValueError, match=r"no example has a source length in \[20, 30\]"):
+    with pytest.raises(ValueError, match=r"every bucket to hold an example, got none with a source length in "
+                                         r"\[20, 30\]"):
         evaluate_by_length(lambda b: b.tgt_out, PAIRS, SRC_VOCAB, TGT_VOCAB, [(20, 30)])
 
 

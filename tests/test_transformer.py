@@ -1,13 +1,20 @@
 """The Transformer, proven equal to PyTorch's own layers and model after copying weights."""
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
-from pytorch_reference import copy_decoder_layer, copy_encoder_layer, randomise_norms
 from torch import nn
 
 from transformer_course.attention import make_causal_mask, make_padding_mask
 from transformer_course.data import PAD
+from transformer_course.reference import (
+    copy_decoder_layer,
+    copy_encoder_layer,
+    copy_transformer,
+    randomise_norms,
+)
 from transformer_course.transformer import (
     DecoderLayer,
     EncoderLayer,
@@ -103,20 +110,14 @@ def test_whole_model_equals_nn_transformer(norm_first):
     randomise_norms(ref, g)
     if not norm_first:  # nn.Transformer always ends its stacks with a LayerNorm; the paper does not
         ref.encoder.norm, ref.decoder.norm = nn.Identity(), nn.Identity()
-    else:
-        ours.encoder.norm.load_state_dict(ref.encoder.norm.state_dict())
-        ours.decoder.norm.load_state_dict(ref.decoder.norm.state_dict())
-    for a, b in zip(ours.encoder.layers, ref.encoder.layers, strict=True):
-        copy_encoder_layer(a, b)
-    for a, b in zip(ours.decoder.layers, ref.decoder.layers, strict=True):
-        copy_decoder_layer(a, b)
+    copy_transformer(ours, ref)  # every layer, and the final norms of the pre-LN stacks
     src, tgt = random_tokens(3, 8, 13, g), random_tokens(3, 6, 11, g)
     logits = ours(src, tgt)
     src_x = ours.positions(ours.src_embed(src) * D**0.5)
     tgt_x = ours.positions(ours.tgt_embed(tgt) * D**0.5)
     out_ref = ref(src_x, tgt_x, tgt_mask=~make_causal_mask(6), src_key_padding_mask=src == PAD,
                   tgt_key_padding_mask=tgt == PAD, memory_key_padding_mask=src == PAD)
-    logits_ref = ours.generator(out_ref)
+    logits_ref = ours.head(out_ref)
     assert logits.shape == (3, 6, 11)
     assert torch.allclose(logits, logits_ref, atol=1e-5)
     logits.square().sum().backward()
@@ -175,9 +176,10 @@ def test_warmup_schedule_rises_then_decays():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(d_model=30, n_heads=4), "d_model=30 is not divisible by n_heads=4"),
-    (dict(n_layers=0), "n_layers should be a positive int, got 0"),
-    (dict(dropout=1.0), r"dropout should be in \[0, 1\), got 1.0"),
+    (dict(d_model=30, n_heads=4), "d_model divisible by n_heads .*, got d_model=30 and n_heads=4"),
+    (dict(n_layers=0), "n_layers to be a positive int, got 0"),
+    (dict(dropout=1.0), r"dropout to be in \[0, 1\), got 1.0"),
+    (dict(pad_id=-1), r"pad_id to be an int >= 0, got -1"),
 ])
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -186,18 +188,37 @@ def test_config_rejects_bad_values(kwargs, message):
 
 def test_model_rejects_bad_input():
     model = Transformer(translate_config(max_len=10))
-    with pytest.raises(ValueError, match="src has length 12, longer than max_len=10"):
+    with pytest.raises(ValueError, match=r"length of src to be an int in \[1, 10\], got 12"):
         model(torch.full((1, 12), 5), torch.full((1, 3), 5))
-    with pytest.raises(ValueError, match=r"tgt holds ids outside \[0, 43\): min 5, max 99"):
+    with pytest.raises(ValueError, match=r"tgt ids in \[0, 42\] \(the vocabulary\), got ids from 5 to 99"):
         model(torch.full((1, 4), 5), torch.tensor([[5, 99]]))
-    with pytest.raises(ValueError, match="src should be integer token ids of shape"):
+    with pytest.raises(TypeError, match=r"src to be integer token ids of shape \(B, L\), got torch.float32"):
         model(torch.randn(1, 4), torch.full((1, 3), 5))
     with pytest.raises(TypeError, match="expects a TransformerConfig, got dict"):
         Transformer({"d_model": 8})
-    with pytest.raises(ValueError, match=r"warmup_schedule expects positive ints"):
+    with pytest.raises(ValueError, match=r"warmup_schedule expects warmup_steps to be a positive int, got 0"):
         warmup_schedule(64, 0)
+    with pytest.raises(ValueError, match=r"label_smoothing_loss expects logits \(B, T, V\) and targets "
+                                         r"\(B, T\) for the same positions, got \(1, 3, 5\) and \(1, 4\)"):
+        label_smoothing_loss(torch.randn(1, 3, 5), torch.ones(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"smoothing to be in \[0, 1\), got 1.5"):
+        label_smoothing_loss(torch.randn(1, 3, 5), torch.ones(1, 3, dtype=torch.long), 1.5)
 
 
 def test_padding_mask_helper_used_by_the_model_marks_real_tokens():
     tokens = torch.tensor([[5, 6, PAD]])
     assert make_padding_mask(tokens, PAD).squeeze().tolist() == [True, True, False]
+
+
+def test_the_encoder_layer_reads_as_the_residual_connection():
+    """Notebook 07 prints this forward as *the* residual connection: x + sublayer(x), nothing else."""
+    source = inspect.getsource(EncoderLayer.forward)
+    assert "x = x + self._self_attention_block(self.norm1(x), mask)" in source
+    assert "x = self.norm1(x + self._self_attention_block(x, mask))" in source
+    assert "skip" not in source and "residual" not in inspect.signature(EncoderLayer).parameters
+
+
+def test_the_output_layer_is_called_head():
+    model = Transformer(small_config(False))
+    assert isinstance(model.head, nn.Linear) and model.head.out_features == 11
+    assert not hasattr(model, "generator")  # utils.generator is a random number generator

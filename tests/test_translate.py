@@ -1,11 +1,10 @@
-"""translate.py: notebook 08's helpers and the logic of its widget."""
+"""experiments/translation.py: notebook 08's helpers and the logic of its widget."""
 
 import pytest
 import torch
 
 from transformer_course import data
-from transformer_course.transformer import Transformer, translate_config
-from transformer_course.translate import (
+from transformer_course.experiments.translation import (
     check_sentence,
     cross_attention_weights,
     tokenize,
@@ -14,6 +13,7 @@ from transformer_course.translate import (
     translation_figure,
     xavier_init_,
 )
+from transformer_course.transformer import Transformer, translate_config
 
 SRC_VOCAB, TGT_VOCAB = data.task_vocabs("translate")
 

@@ -63,3 +63,11 @@ def test_progress_bar_draws_when_enabled(capsys):
     list(utils.progress(range(3), desc="loud", enable=True))
     captured = capsys.readouterr()
     assert "3/3" in captured.err  # tqdm draws on stderr outside a notebook
+
+
+def test_environment_report_names_versions_and_times_a_product():
+    report = utils.environment_report(matmul_size=32, repeats=1)
+    assert report["torch"] == torch.__version__
+    assert "GFLOP/s" in report["matmul 32x32"]
+    with pytest.raises(ValueError, match="expects matmul_size to be a positive int, got 0"):
+        utils.environment_report(matmul_size=0)

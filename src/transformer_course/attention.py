@@ -18,57 +18,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _validate
+
 __all__ = [
-    "additive_attention", "AdditiveAttention", "dot_product_attention", "DotProductAttention",
-    "scaled_dot_product_attention", "make_causal_mask", "make_padding_mask",
+    "masked_softmax", "additive_attention", "AdditiveAttention", "dot_product_attention",
+    "DotProductAttention", "scaled_dot_product_attention", "make_causal_mask", "make_padding_mask",
     "split_heads", "merge_heads", "MultiHeadAttention",
-    "attention_entropy", "temperature_weights", "mask_and_head_weights",
 ]
 
 
-# ----------------------------------------------------------------------------- input checks
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last axis where ``mask`` is True; rows with nothing allowed give zeros.
 
-def _check_tensor(x: object, name: str, who: str, dims: int | None = None, min_dims: int = 0) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who}: {name} should be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{who}: {name} should be a floating-point tensor, got dtype {x.dtype}")
-    if dims is not None and x.dim() != dims:
-        raise ValueError(f"{who}: {name} should have {dims} dimensions, got shape {tuple(x.shape)}")
-    if x.dim() < min_dims:
-        raise ValueError(f"{who}: {name} should have at least {min_dims} dimensions, "
-                         f"got shape {tuple(x.shape)}")
-
-
-def _check_mask(mask: object, shape: tuple[int, ...], who: str, layout: str) -> None:
-    """A boolean mask that broadcasts to ``shape`` (without growing it)."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{who}: mask should be a boolean torch.Tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"{who}: mask should have dtype torch.bool (True = attention allowed), got "
-                        f"{mask.dtype}; an additive float mask (0 / -inf) is not this course's "
-                        "convention: use `mask == 0` to convert it")
-    try:
-        ok = mask.dim() <= len(shape) and torch.broadcast_shapes(mask.shape, shape) == torch.Size(shape)
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{who}: mask of shape {tuple(mask.shape)} does not broadcast to {layout} = "
-                         f"{tuple(shape)}")
-
-
-def _check_qkv_sizes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, who: str) -> None:
-    """q and k share the head size Dh; k and v share the number of positions S."""
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{who}: q (..., T, Dh) = {tuple(q.shape)} and k (..., S, Dh) = "
-                         f"{tuple(k.shape)} should have the same last dimension Dh")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{who}: k (..., S, Dh) = {tuple(k.shape)} and v (..., S, Dv) = "
-                         f"{tuple(v.shape)} should have the same number of positions S")
-
-
-def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last axis where ``mask`` is True; rows with nothing allowed give zeros."""
+    Shapes: scores (..., S), mask broadcastable to scores -> weights (..., S).
+    """
     if mask is None:
         return torch.softmax(scores, dim=-1)
     blocked = ~mask
@@ -78,28 +41,31 @@ def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Te
     return torch.softmax(scores, dim=-1).masked_fill(blocked, 0.0)
 
 
-def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-    dropout: nn.Module | None = None, scale: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The computation of scaled dot-product attention, without input checks."""
-    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
-    scores = (q * scale) @ k.transpose(-2, -1)  # (..., T, Dh) @ (..., Dh, S) -> (..., T, S)
-    weights = _masked_softmax(scores, mask)  # (..., T, S)
-    used = weights if dropout is None else dropout(weights)
-    return used @ v, used  # (..., T, S) @ (..., S, Dh) -> (..., T, Dh)
-
-
 # ----------------------------------------------------------------------------- seq2seq attention
 
-def _check_seq2seq(query: object, keys: object, mask: object, who: str) -> None:
-    _check_tensor(query, "query", who, dims=2)
-    _check_tensor(keys, "keys", who, dims=3)
+def _check_seq2seq(query: object, keys: object, mask: object, who: str, same_size: bool = False) -> None:
+    """One decoder state per example (B, D) against its encoder states (B, S, Dk), mask (B, S)."""
+    _validate.tensor(query, "query", who, dims=2, layout="(B, D)")
+    _validate.tensor(keys, "keys", who, dims=3, layout="(B, S, Dk)")
     if keys.shape[0] != query.shape[0]:
-        raise ValueError(f"{who}: query (B, D) = {tuple(query.shape)} and keys (B, S, D) = "
-                         f"{tuple(keys.shape)} have different batch sizes")
+        raise ValueError(f"{who} expects query (B, D) and keys (B, S, Dk) with the same batch size B, "
+                         f"got {tuple(query.shape)} and {tuple(keys.shape)}")
+    if same_size and query.shape[1] != keys.shape[2]:
+        raise ValueError(f"{who} expects query (B, D) and keys (B, S, D) of the same size D, got "
+                         f"{tuple(query.shape)} and {tuple(keys.shape)}")
     if mask is not None:
-        _check_mask(mask, tuple(keys.shape[:2]), who, "(B, S)")
+        _validate.mask(mask, tuple(keys.shape[:2]), who, "(B, S)")
+
+
+def _check_additive_weights(w_query: torch.Tensor, w_key: torch.Tensor, v: torch.Tensor,
+                            query: torch.Tensor, keys: torch.Tensor) -> None:
+    if w_query.shape[1] != query.shape[1] or w_key.shape[1] != keys.shape[2]:
+        raise ValueError(f"additive_attention expects w_query (A, Dq) and w_key (A, Dk) that fit query "
+                         f"{tuple(query.shape)} and keys {tuple(keys.shape)}, got {tuple(w_query.shape)} "
+                         f"and {tuple(w_key.shape)}")
+    if w_query.shape[0] != w_key.shape[0] or v.shape != (w_key.shape[0],):
+        raise ValueError(f"additive_attention expects w_query, w_key and v to agree on the attention "
+                         f"size A, got {tuple(w_query.shape)}, {tuple(w_key.shape)} and {tuple(v.shape)}")
 
 
 def additive_attention(
@@ -112,16 +78,10 @@ def additive_attention(
     mask (B, S) True = real key -> context (B, Dk), weights (B, S).
     """
     _check_seq2seq(query, keys, mask, "additive_attention")
-    if w_query.shape[1] != query.shape[1] or w_key.shape[1] != keys.shape[2]:
-        raise ValueError(f"additive_attention: w_query {tuple(w_query.shape)} and w_key "
-                         f"{tuple(w_key.shape)} do not fit query {tuple(query.shape)} and keys "
-                         f"{tuple(keys.shape)} (expected (A, Dq) and (A, Dk))")
-    if w_query.shape[0] != w_key.shape[0] or v.shape != (w_key.shape[0],):
-        raise ValueError(f"additive_attention: w_query {tuple(w_query.shape)}, w_key "
-                         f"{tuple(w_key.shape)} and v {tuple(v.shape)} disagree on the attention size A")
+    _check_additive_weights(w_query, w_key, v, query, keys)
     hidden = torch.tanh(F.linear(query, w_query)[:, None, :] + F.linear(keys, w_key))  # (B, S, A)
     scores = hidden @ v  # (B, S, A) @ (A,) -> (B, S)
-    weights = _masked_softmax(scores, mask)  # (B, S)
+    weights = masked_softmax(scores, mask)  # (B, S)
     context = (weights[:, None, :] @ keys)[:, 0]  # (B, 1, S) @ (B, S, Dk) -> (B, Dk)
     return context, weights
 
@@ -133,13 +93,11 @@ def dot_product_attention(
 
     Shapes: query (B, D), keys (B, S, D), mask (B, S) True = real key -> context (B, D), weights (B, S).
     """
-    _check_seq2seq(query, keys, mask, "dot_product_attention")
-    if query.shape[1] != keys.shape[2]:
-        raise ValueError(f"dot_product_attention: query (B, D) = {tuple(query.shape)} and keys "
-                         f"(B, S, D) = {tuple(keys.shape)} have different sizes D")
-    m = None if mask is None else mask[:, None, :]  # (B, 1, S)
-    context, weights = _attend(query[:, None, :], keys, keys, m, scale=1.0)  # (B, 1, D), (B, 1, S)
-    return context[:, 0], weights[:, 0]
+    _check_seq2seq(query, keys, mask, "dot_product_attention", same_size=True)
+    scores = (query[:, None, :] @ keys.transpose(1, 2))[:, 0]  # (B, 1, D) @ (B, D, S) -> (B, S)
+    weights = masked_softmax(scores, mask)  # (B, S)
+    context = (weights[:, None, :] @ keys)[:, 0]  # (B, 1, S) @ (B, S, D) -> (B, D)
+    return context, weights
 
 
 class AdditiveAttention(nn.Module):
@@ -150,8 +108,7 @@ class AdditiveAttention(nn.Module):
         key_size = hidden_size if key_size is None else key_size
         attn_size = hidden_size if attn_size is None else attn_size
         for name, value in (("hidden_size", hidden_size), ("key_size", key_size), ("attn_size", attn_size)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"AdditiveAttention: {name} should be a positive int, got {value!r}")
+            _validate.positive_int(value, name, "AdditiveAttention")
         self.query_proj = nn.Linear(hidden_size, attn_size, bias=False)  # W_q
         self.key_proj = nn.Linear(key_size, attn_size, bias=False)  # W_k
         self.score = nn.Linear(attn_size, 1, bias=False)  # v
@@ -174,13 +131,12 @@ class DotProductAttention(nn.Module):
     def __init__(self, hidden_size: int, key_size: int | None = None, general: bool = False):
         super().__init__()
         key_size = hidden_size if key_size is None else key_size
-        if not isinstance(hidden_size, int) or hidden_size <= 0 or not isinstance(key_size, int) \
-                or key_size <= 0:
-            raise ValueError(f"DotProductAttention: hidden_size and key_size should be positive ints, "
-                             f"got {hidden_size!r} and {key_size!r}")
+        _validate.positive_int(hidden_size, "hidden_size", "DotProductAttention")
+        _validate.positive_int(key_size, "key_size", "DotProductAttention")
         if key_size != hidden_size and not general:
-            raise ValueError(f"DotProductAttention: key_size={key_size} differs from hidden_size="
-                             f"{hidden_size}; a plain dot product needs equal sizes (use general=True)")
+            raise ValueError(f"DotProductAttention expects key_size equal to hidden_size for a plain dot "
+                             f"product (or general=True), got key_size={key_size} and "
+                             f"hidden_size={hidden_size}")
         # Luong's "general" score q . W k; None for the plain "dot" score.
         self.key_proj = nn.Linear(key_size, hidden_size, bias=False) if general else None
 
@@ -202,26 +158,29 @@ class DotProductAttention(nn.Module):
 
 # ----------------------------------------------------------------------------- self-attention
 
+def _check_attention(q: object, k: object, v: object, mask: object, who: str) -> None:
+    batch = _validate.qkv(q, k, v, who)
+    if mask is not None:
+        _validate.mask(mask, (*batch, q.shape[-2], k.shape[-2]), who, "(..., T, S)")
+
+
 def scaled_dot_product_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    dropout: nn.Module | None = None, scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T / sqrt(Dh)) v, with a boolean mask (True = allowed); also returns the weights.
 
+    ``dropout`` (MultiHeadAttention's) acts on the weights; ``scale`` replaces 1 / sqrt(Dh).
     Shapes: q (..., T, Dh), k (..., S, Dh), v (..., S, Dv), mask broadcastable to (..., T, S)
     -> output (..., T, Dv), weights (..., T, S). A query with no allowed key gets zeros.
     """
-    who = "scaled_dot_product_attention"
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(x, name, who, min_dims=2)
-    _check_qkv_sizes(q, k, v, who)
-    try:
-        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except RuntimeError as err:
-        raise ValueError(f"{who}: the leading (batch) dimensions of q {tuple(q.shape)}, k "
-                         f"{tuple(k.shape)} and v {tuple(v.shape)} do not broadcast") from err
-    if mask is not None:
-        _check_mask(mask, (*batch, q.shape[-2], k.shape[-2]), who, "(..., T, S)")
-    return _attend(q, k, v, mask)
+    _check_attention(q, k, v, mask, "scaled_dot_product_attention")
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    scores = (q * scale) @ k.transpose(-2, -1)  # (..., T, Dh) @ (..., Dh, S) -> (..., T, S)
+    weights = masked_softmax(scores, mask)  # (..., T, S)
+    if dropout is not None:
+        weights = dropout(weights)
+    return weights @ v, weights  # (..., T, S) @ (..., S, Dv) -> (..., T, Dv)
 
 
 def make_causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -229,8 +188,7 @@ def make_causal_mask(T: int, device: torch.device | str | None = None) -> torch.
 
     Shapes: -> (T, T), broadcastable to (B, H, T, T).
     """
-    if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
-        raise ValueError(f"make_causal_mask: T should be a positive int, got {T!r}")
+    _validate.positive_int(T, "T", "make_causal_mask")
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()  # (T, T)
 
 
@@ -239,18 +197,14 @@ def make_padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
 
     Shapes: tokens (B, S) -> (B, 1, 1, S). For the seq2seq attention modules use ``[:, 0, 0]``.
     """
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-        got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-        raise ValueError(f"make_padding_mask: tokens should be a (B, S) tensor of ids, got {got}")
-    if tokens.is_floating_point() or tokens.dtype == torch.bool:
-        raise TypeError(f"make_padding_mask: tokens should hold integer ids, got dtype {tokens.dtype}")
+    _validate.token_ids(tokens, "tokens", "make_padding_mask", "(B, S)")
     return (tokens != pad_id)[:, None, None, :]  # (B, 1, 1, S)
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Split the last axis into heads: (B, T, D) -> (B, H, T, Dh), with Dh = D // H."""
     if x.dim() != 3 or x.shape[-1] % n_heads:
-        raise ValueError(f"split_heads: expected (B, T, D) with D divisible by n_heads={n_heads}, "
+        raise ValueError(f"split_heads expects x (B, T, D) with D divisible by n_heads={n_heads}, "
                          f"got shape {tuple(x.shape)}")
     B, T, D = x.shape
     return x.view(B, T, n_heads, D // n_heads).transpose(1, 2)  # (B, T, H, Dh) -> (B, H, T, Dh)
@@ -259,7 +213,7 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """Merge the heads back into the last axis: (B, H, T, Dh) -> (B, T, H * Dh)."""
     if x.dim() != 4:
-        raise ValueError(f"merge_heads: expected (B, H, T, Dh), got shape {tuple(x.shape)}")
+        raise ValueError(f"merge_heads expects x (B, H, T, Dh), got shape {tuple(x.shape)}")
     B, H, T, Dh = x.shape
     return x.transpose(1, 2).reshape(B, T, H * Dh)  # (B, T, H, Dh) -> (B, T, D)
 
@@ -269,14 +223,10 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"MultiHeadAttention: {name} should be a positive int, got {value!r}")
-        if d_model % n_heads:
-            raise ValueError(f"MultiHeadAttention: d_model={d_model} is not divisible by "
-                             f"n_heads={n_heads}; each head needs d_model // n_heads dimensions")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"MultiHeadAttention: dropout should be in [0, 1), got {dropout}")
+        who = "MultiHeadAttention"
+        _validate.divisible(_validate.positive_int(d_model, "d_model", who),
+                            _validate.positive_int(n_heads, "n_heads", who), who)
+        _validate.probability(dropout, "dropout", who)
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -298,8 +248,8 @@ class MultiHeadAttention(nn.Module):
         q = split_heads(self.q_proj(query), self.n_heads)  # (B, H, T, Dh)
         k = split_heads(self.k_proj(key), self.n_heads)  # (B, H, S, Dh)
         v = split_heads(self.v_proj(value), self.n_heads)  # (B, H, S, Dh)
-        out, weights = _attend(q, k, v, mask, self.dropout)  # (B, H, T, Dh), (B, H, T, S)
-        return self.out_proj(merge_heads(out)), weights  # (B, T, D)
+        out, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)  # (B, H, T, Dh)
+        return self.out_proj(merge_heads(out)), weights  # (B, T, D), (B, H, T, S)
 
     def forward_cached(
         self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -324,102 +274,39 @@ class MultiHeadAttention(nn.Module):
         # new query i sits at position S - T_new + i and may see keys 0 .. S - T_new + i;
         # a single new query sees every key, so it needs no mask
         mask = None if T_new == 1 else torch.ones(T_new, S, dtype=torch.bool, device=x.device).tril(S - T_new)
-        out, weights = _attend(q, k, v, mask, self.dropout)  # (B, H, T_new, Dh), (B, H, T_new, S)
-        return self.out_proj(merge_heads(out)), weights, (k, v)  # (B, T_new, D)
+        out, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)  # (B, H, T_new, Dh)
+        return self.out_proj(merge_heads(out)), weights, (k, v)  # (B, T_new, D), (B, H, T_new, S)
 
     def _check_cache(self, cache: object, k: torch.Tensor) -> None:
         who = "MultiHeadAttention.forward_cached"
         if not isinstance(cache, (tuple, list)) or len(cache) != 2:
-            raise TypeError(f"{who}: cache should be a pair (k, v) of tensors (B, H, S_past, Dh) or "
+            raise TypeError(f"{who} expects cache to be a pair (k, v) of tensors (B, H, S_past, Dh) or "
                             f"None, got {type(cache).__name__}")
         B, H, _, Dh = k.shape
         for name, c in zip(("k", "v"), cache, strict=True):
             if not isinstance(c, torch.Tensor) or c.dim() != 4 or (c.shape[0], c.shape[1], c.shape[3]) \
                     != (B, H, Dh):
                 got = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
-                raise ValueError(f"{who}: cached {name} should be (B, H, S_past, Dh) = ({B}, {H}, "
+                raise ValueError(f"{who} expects the cached {name} to be (B, H, S_past, Dh) = ({B}, {H}, "
                                  f"S_past, {Dh}), got {got}")
         if cache[0].shape != cache[1].shape:
-            raise ValueError(f"{who}: cached k {tuple(cache[0].shape)} and v {tuple(cache[1].shape)} "
-                             "differ in shape")
+            raise ValueError(f"{who} expects cached k and v of one shape, got {tuple(cache[0].shape)} "
+                             f"and {tuple(cache[1].shape)}")
 
     def _check_inputs(self, query: object, key: object, value: object, mask: object) -> None:
         who = "MultiHeadAttention"
         for name, x in (("query", query), ("key", key), ("value", value)):
-            _check_tensor(x, name, who, dims=3)
+            _validate.tensor(x, name, who, dims=3, layout="(B, *, D)")
             if x.shape[-1] != self.d_model:
-                raise ValueError(f"{who}: {name} should be (B, *, d_model={self.d_model}), "
+                raise ValueError(f"{who} expects {name} of shape (B, *, d_model={self.d_model}), "
                                  f"got shape {tuple(x.shape)}")
         if key.shape[:2] != value.shape[:2] or query.shape[0] != key.shape[0]:
-            raise ValueError(f"{who}: query (B, T, D) = {tuple(query.shape)}, key and value "
-                             f"(B, S, D) = {tuple(key.shape)}, {tuple(value.shape)} do not agree "
-                             "on B and S")
+            raise ValueError(f"{who} expects query (B, T, D), key and value (B, S, D) that agree on B "
+                             f"and S, got {tuple(query.shape)}, {tuple(key.shape)} and {tuple(value.shape)}")
         if mask is not None:
             if isinstance(mask, torch.Tensor) and mask.dim() not in (2, 4):
-                raise ValueError(f"{who}: mask should be (T, S) or 4-dimensional like (B, 1, T, S) "
+                raise ValueError(f"{who} expects a mask of shape (T, S) or 4-dimensional like (B, 1, T, S) "
                                  f"or (B, 1, 1, S), got shape {tuple(mask.shape)} (a (B, T, S) "
                                  "mask needs mask[:, None])")
             shape = (query.shape[0], self.n_heads, query.shape[1], key.shape[1])
-            _check_mask(mask, shape, who, "(B, H, T, S)")
-
-
-# ----------------------------------------------------------------------------- the widgets' logic
-
-def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
-    """The entropy (in nats) of each row of attention weights; 0 log 0 counts as 0.
-
-    Shapes: weights (..., S) -> (...,). Uniform over S keys gives log(S); one-hot gives 0.
-    """
-    return -(weights * weights.clamp_min(1e-30).log()).sum(-1)
-
-
-def temperature_weights(
-    d_k: int, temperature: float = 1.0, scaled: bool = True, n_tokens: int = 8, seed: int = 0,
-) -> tuple[torch.Tensor, float]:
-    """Weights of self-attention on random unit-variance q, k of size d_k; divided by temperature.
-
-    The logits are q k^T (/ sqrt(d_k) when ``scaled``) / temperature.
-    Shapes: -> weights (n_tokens, n_tokens), their mean row entropy (nats).
-    """
-    if isinstance(d_k, bool) or not isinstance(d_k, int) or d_k <= 0:
-        raise ValueError(f"temperature_weights: d_k should be a positive int, got {d_k!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature_weights: temperature should be > 0, got {temperature}")
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(n_tokens, d_k, generator=g, dtype=torch.float64)  # (T, Dh)
-    k = torch.randn(n_tokens, d_k, generator=g, dtype=torch.float64)  # (S, Dh)
-    scale = (1 / math.sqrt(d_k) if scaled else 1.0) / temperature
-    _, weights = _attend(q, k, k, None, scale=scale)  # (T, S)
-    return weights.float(), attention_entropy(weights).mean().item()
-
-
-def mask_and_head_weights(
-    seq_len: int, n_pad: int, causal: bool, head: int, n_heads: int = 4, d_model: int = 32,
-    seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mask built from (length, pad count, causal) and one head's weights under it.
-
-    A fixed, seeded MultiHeadAttention attends over a random sequence whose last ``n_pad``
-    tokens (at most ``seq_len``) are padding. Shapes: -> mask (T, T), weights (T, T) of head ``head``.
-    """
-    if seq_len < 1 or n_pad < 0:
-        raise ValueError(f"mask_and_head_weights: need seq_len >= 1 and n_pad >= 0, "
-                         f"got seq_len={seq_len}, n_pad={n_pad}")
-    n_pad = min(n_pad, seq_len)  # all padding is allowed: every row then gets zero weights
-    if not 0 <= head < n_heads:
-        raise ValueError(f"mask_and_head_weights: head should be in [0, {n_heads}), got {head}")
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(1, 20, (1, seq_len), generator=g)  # (1, T), 0 is the pad id
-    tokens[:, seq_len - n_pad:] = 0
-    mask = make_padding_mask(tokens, pad_id=0)  # (1, 1, 1, T)
-    if causal:
-        mask = mask & make_causal_mask(seq_len)  # (1, 1, T, T)
-    mask = mask.expand(1, 1, seq_len, seq_len)  # (1, 1, T, T)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        mha = MultiHeadAttention(d_model, n_heads).eval()
-        embed = torch.randn(20, d_model, generator=g)  # (V, D)
-    x = embed[tokens]  # (1, T, D)
-    with torch.no_grad():
-        _, weights = mha(x, x, x, mask)  # (1, H, T, T)
-    return mask[0, 0], weights[0, head]
+            _validate.mask(mask, shape, who, "(B, H, T, S)")

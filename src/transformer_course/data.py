@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .utils import _check_seed
+from . import _validate
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -96,7 +96,7 @@ class Vocab:
 
 def task_vocabs(task: str) -> tuple[Vocab, Vocab]:
     """The (source, target) vocabularies of a task, fixed by the task, not by the data."""
-    _check_task(task)
+    _validate.one_of(task, TASKS, "task", "task_vocabs")
     if task != "translate":
         v = Vocab(SYMBOLS)
         return v, v
@@ -105,11 +105,6 @@ def task_vocabs(task: str) -> tuple[Vocab, Vocab]:
         *ADJECTIVES.values(), *NOUNS.values(), *VERBS.values(), *PLACES.values(),
         *ADVERBS.values(), *PARTICLES.values()]
     return Vocab(src), Vocab(tgt)
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
 def _noun_phrase(rng: random.Random, nouns: dict[str, str], max_adj: int) -> Pair:
@@ -147,21 +142,25 @@ def _symbol_pair(task: str, rng: random.Random, length: int) -> Pair:
     return src, sorted(src)
 
 
+def _check_pair_args(task: str, n: int, min_len: int, max_len: int, seed: int) -> None:
+    _validate.one_of(task, TASKS, "task", "make_pairs")
+    _validate.seed(seed, "make_pairs")
+    _validate.positive_int(n, "n", "make_pairs")
+    _validate.int_in(min_len, "min_len", "make_pairs", 1)
+    _validate.int_in(max_len, "max_len", "make_pairs", min_len)  # max_len >= min_len
+    lo, hi = TRANSLATE_LENGTHS
+    if task == "translate" and not lo <= min_len <= max_len <= hi:
+        raise ValueError(f"make_pairs expects min_len and max_len in [{lo}, {hi}] for the translate task "
+                         f"(its sentences have {lo} to {hi} words), got min_len={min_len}, max_len={max_len}")
+
+
 def make_pairs(task: str, n: int, min_len: int, max_len: int, seed: int) -> list[Pair]:
     """``n`` (source, target) token lists of ``task`` with source lengths in [min_len, max_len].
 
     Source lengths are spread evenly over the range, so every length bucket is filled.
     """
-    _check_task(task)
-    seed = _check_seed(seed, "make_pairs")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"make_pairs expects n >= 1 examples, got {n!r}")
-    if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
-        raise ValueError(f"make_pairs expects 1 <= min_len <= max_len, got {min_len!r}, {max_len!r}")
-    if task == "translate" and not TRANSLATE_LENGTHS[0] <= min_len <= max_len <= TRANSLATE_LENGTHS[1]:
-        raise ValueError(f"translate sentences have {TRANSLATE_LENGTHS[0]} to {TRANSLATE_LENGTHS[1]} "
-                         f"words, got min_len={min_len}, max_len={max_len}")
-    rng = random.Random(seed)
+    _check_pair_args(task, n, min_len, max_len, seed)
+    rng = random.Random(int(seed))
     pairs: list[Pair] = []
     while len(pairs) < n:
         want = min_len + len(pairs) % (max_len - min_len + 1)
@@ -196,7 +195,7 @@ class Batch:
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = PAD) -> torch.Tensor:
     """Right-pad lists of ids into one ``(B, L)`` long tensor."""
     if len(seqs) == 0:
-        raise ValueError("pad_sequences got an empty list; expected at least one sequence")
+        raise ValueError("pad_sequences expects at least one sequence, got an empty list")
     width = max(len(s) for s in seqs)
     out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -207,7 +206,7 @@ def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = PAD) -> torch.Ten
 def collate(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab) -> Batch:
     """Encode and pad (source, target) token lists into a ``Batch``."""
     if len(pairs) == 0:
-        raise ValueError("collate got an empty list of pairs; expected at least one")
+        raise ValueError("collate expects at least one pair, got an empty list of pairs")
     src = [src_vocab.encode(s) for s, _ in pairs]
     tgt = [tgt_vocab.encode(t) for _, t in pairs]
     return Batch(
@@ -223,8 +222,7 @@ def batches(
     generator: torch.Generator | None = None,
 ) -> Iterator[Batch]:
     """Padded batches over ``pairs``, shuffled by ``generator`` (in order when it is None)."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _validate.positive_int(batch_size, "batch_size", "batches")
     order = (torch.randperm(len(pairs), generator=generator).tolist()
              if generator is not None else range(len(pairs)))
     order = list(order)
@@ -257,8 +255,7 @@ def make_recall(n: int, k: int, vocab_size: int, generator: torch.Generator) -> 
     recall, and chance accuracy is 1 / vocab_size.
     """
     for name, value, low in (("n", n, 1), ("k", k, 1), ("vocab_size", vocab_size, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"make_recall expects {name} to be an int >= {low}, got {value!r}")
+        _validate.int_in(value, name, "make_recall", low)
     src = torch.randint(0, vocab_size, (n, k + 1), generator=generator)  # (B, k + 1)
     return RecallBatch(src=src, target=src[:, 0].clone())
 
@@ -267,7 +264,6 @@ def recall_batches(
     k: int, vocab_size: int, batch_size: int, generator: torch.Generator, n_batches: int = 50,
 ) -> Iterator[RecallBatch]:
     """``n_batches`` fresh batches of the recall task (an endless supply: no example repeats)."""
-    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
-        raise ValueError(f"recall_batches expects n_batches >= 1, got {n_batches!r}")
+    _validate.positive_int(n_batches, "n_batches", "recall_batches")
     for _ in range(n_batches):
         yield make_recall(batch_size, k, vocab_size, generator)

@@ -8,33 +8,35 @@ Any model with the step interface can be decoded::
 Greedy decoding lives here; beam search (notebook 08) goes beside it with the same
 interface.
 
-Shapes: B batch, S source length, L decoded length (<= max_len), V vocabulary.
+Shapes: B batch, S source length, L decoded length (<= max_len), V vocabulary, K beam width.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
+from . import _validate
 from .data import BOS, EOS, PAD
 
+__all__ = ["greedy_decode", "beam_search", "reorder_state", "BeamResult"]
 
-def _check_decode_args(model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
-                       max_len: int) -> None:
+
+def _check_decode_args(model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor, max_len: int,
+                       who: str) -> None:
+    """A model with the step interface, source ids (B, S), their lengths (B,) and a positive max_len."""
     missing = [name for name in ("start", "step") if not callable(getattr(model, name, None))]
     if missing:
-        raise TypeError(f"decoding needs a model with start(src, src_lengths) and step(tokens, state); "
-                        f"{type(model).__name__} has no {' or '.join(missing)}")
-    if not isinstance(src, torch.Tensor) or src.dim() != 2 or src.dtype != torch.long:
-        got = f"{src.dtype} {tuple(src.shape)}" if isinstance(src, torch.Tensor) else type(src).__name__
-        raise ValueError(f"src must be a (B, S) long tensor of token ids, got {got}")
-    if src.shape[0] == 0:
-        raise ValueError("src is an empty batch (B = 0); expected at least one sequence")
+        raise TypeError(f"{who} expects a model with start(src, src_lengths) and step(tokens, state), "
+                        f"got a {type(model).__name__}, which has no {' or '.join(missing)}")
+    _validate.token_ids(src, "src", who, "(B, S)")
     if not isinstance(src_lengths, torch.Tensor) or src_lengths.shape != src.shape[:1]:
-        got = tuple(src_lengths.shape) if isinstance(src_lengths, torch.Tensor) else type(src_lengths)
-        raise ValueError(f"src_lengths must have shape ({src.shape[0]},), got {got}")
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        raise ValueError(f"{who} expects src_lengths of shape (B,) = ({src.shape[0]},), got "
+                         f"{_validate.describe(src_lengths)}")
+    _validate.positive_int(max_len, "max_len", who)
 
 
 @torch.no_grad()
@@ -49,7 +51,7 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor
 
     Shapes: src (B, S), src_lengths (B,) -> ids (B, L).
     """
-    _check_decode_args(model, src, src_lengths, max_len)
+    _check_decode_args(model, src, src_lengths, max_len, "greedy_decode")
     state = model.start(src, src_lengths)
     tokens = torch.full((src.shape[0],), BOS, dtype=torch.long, device=src.device)  # (B,)
     finished = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)  # (B,)
@@ -69,9 +71,6 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor
     return ids, (torch.stack(weights, 1) if has_weights else None)  # (B, L, S)
 
 
-__all__ = ["greedy_decode"]
-
-
 # --- Beam search (notebook 08) ---------------------------------------------------------------
 #
 # K beam width, N = B * K rows decoded side by side (row b * K + k is beam k of source b).
@@ -82,9 +81,6 @@ __all__ = ["greedy_decode"]
 # dataclasses. ``reorder_state`` picks rows of all of them at once. A model whose state does not
 # fit can define its own ``model.reorder_state(state, index)``; beam search prefers it.
 
-import dataclasses  # noqa: E402  (this section was added after greedy decoding, below its code)
-from typing import NamedTuple  # noqa: E402
-
 
 def reorder_state(state, index: torch.Tensor):
     """Pick rows ``index`` of every tensor in a decoding state: ``state[index]`` along the batch.
@@ -94,9 +90,8 @@ def reorder_state(state, index: torch.Tensor):
     Works through None, tuples, NamedTuples, lists, dicts and dataclasses. Shapes: index (N,).
     """
     if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.is_floating_point():
-        got = (f"{index.dtype} {tuple(index.shape)}" if isinstance(index, torch.Tensor)
-               else type(index).__name__)
-        raise ValueError(f"reorder_state expects index to be a 1-D integer tensor, got {got}")
+        raise ValueError(f"reorder_state expects index to be a 1-D integer tensor, got "
+                         f"{_validate.describe(index)}")
     n = index.shape[0]
 
     def pick(x):
@@ -129,6 +124,11 @@ class BeamResult(NamedTuple):
     lengths: torch.Tensor    # (B, K) tokens in each hypothesis, <eos> included
 
 
+def _check_length_penalty(length_penalty: object) -> None:
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
+        raise ValueError(f"beam_search expects length_penalty to be a number >= 0, got {length_penalty!r}")
+
+
 def _normalise(log_probs: torch.Tensor, lengths: torch.Tensor, length_penalty: float) -> torch.Tensor:
     """Length normalisation: log-probability / length ** alpha (alpha 0: none, 1: per token)."""
     return log_probs / lengths.clamp_min(1).to(log_probs.dtype) ** length_penalty
@@ -150,12 +150,10 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor, 
 
     Shapes: src (B, S), src_lengths (B,) -> BeamResult with tokens (B, K, L), L <= max_len.
     """
-    _check_decode_args(model, src, src_lengths, max_len)
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
-        raise ValueError(f"length_penalty must be a number >= 0, got {length_penalty!r}")
-    B, K, dev = src.shape[0], beam_size, src.device
+    _check_decode_args(model, src, src_lengths, max_len, "beam_search")
+    K = _validate.positive_int(beam_size, "beam_size", "beam_search")
+    _check_length_penalty(length_penalty)
+    B, dev = src.shape[0], src.device
     reorder = getattr(model, "reorder_state", None) or reorder_state
     # K copies of each source: the state has N = B * K rows from the start
     state = model.start(src.repeat_interleave(K, 0), src_lengths.repeat_interleave(K, 0))
@@ -193,5 +191,3 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor, 
     history = history.gather(1, order[..., None].expand_as(history))  # (B, K, L)
     return BeamResult(history, scores.gather(1, order), log_probs.gather(1, order), lengths.gather(1, order))
 
-
-__all__ += ["beam_search", "reorder_state", "BeamResult"]

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _validate
 from .data import EOS, PAD, Batch, Pair, Vocab, collate
-from .utils import _check_seed, generator, progress
+from .utils import generator, progress
 
 
 @dataclass
@@ -38,7 +39,8 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = PAD
 
     Shapes: logits (B, T, V), targets (B, T) -> scalar.
     """
-    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+    _validate.tensor(logits, "logits", "sequence_loss", dims=3, layout="(B, T, V)")
+    if targets.shape != logits.shape[:2]:
         raise ValueError(f"sequence_loss expects logits (B, T, V) and targets (B, T), got "
                          f"{tuple(logits.shape)} and {tuple(targets.shape)}")
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
@@ -52,7 +54,8 @@ def _cycle(make_batches: Callable[[torch.Generator], Iterable], g: torch.Generat
             empty = False
             yield batch
         if empty:
-            raise ValueError("make_batches produced no batch; expected at least one")
+            raise ValueError("train expects make_batches to yield at least one batch per epoch, got "
+                             "no batch")
 
 
 def train(
@@ -75,9 +78,8 @@ def train(
     batch)`` returns a scalar. ``schedule(step)`` multiplies the learning rate (warm-up).
     The same seed gives the same losses on the CPU.
     """
-    seed = _check_seed(seed, "train")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"train expects steps >= 1, got {steps!r}")
+    seed = _validate.seed(seed, "train")
+    _validate.positive_int(steps, "steps", "train")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     torch.manual_seed(seed)  # dropout masks
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -123,7 +125,8 @@ def score_predictions(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
     """
     B, T = target.shape
     if pred.shape[0] != B:
-        raise ValueError(f"pred has {pred.shape[0]} rows, target {B}")
+        raise ValueError(f"score_predictions expects pred (B, L) with as many rows as target (B, T), got "
+                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
     if pred.shape[1] < T:  # pad short predictions so they compare as wrong
         pred = F.pad(pred, (0, T - pred.shape[1]), value=PAD)
     pred = pred[:, :T]
@@ -149,7 +152,8 @@ def evaluate_by_length(
     for lo, hi in buckets:
         chosen = [p for p in pairs if lo <= len(p[0]) <= hi]
         if not chosen:
-            raise ValueError(f"no example has a source length in [{lo}, {hi}]")
+            raise ValueError(f"evaluate_by_length expects every bucket to hold an example, got none "
+                             f"with a source length in [{lo}, {hi}]")
         exact, token = [], []
         for i in range(0, len(chosen), batch_size):
             batch = collate(chosen[i : i + batch_size], src_vocab, tgt_vocab).to(device)

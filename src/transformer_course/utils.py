@@ -11,26 +11,20 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from . import _validate
+
 T = TypeVar("T")
 
 # Set TC_PROGRESS=0 to switch every progress bar of the course off (the tests do).
 _PROGRESS_ENV = "TC_PROGRESS"
 
 
-def _check_seed(seed: object, who: str) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{who} expects an int seed, got {type(seed).__name__} ({seed!r})")
-    if not 0 <= int(seed) < 2**32:
-        raise ValueError(f"{who} expects a seed in [0, 2**32), got {seed}")
-    return int(seed)
-
-
 def set_seed(seed: int) -> None:
     """Seed Python's, numpy's and torch's random number generators with one integer."""
-    seed = _check_seed(seed, "set_seed")
-    random.seed(int(seed))
-    np.random.seed(int(seed))
-    torch.manual_seed(int(seed))
+    seed = _validate.seed(seed, "set_seed")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -47,7 +41,7 @@ def get_device(prefer: str | None = None) -> torch.device:
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A seeded ``torch.Generator`` for data loaders and checks (leaves the global RNG alone)."""
     g = torch.Generator(device=device)
-    g.manual_seed(_check_seed(seed, "generator"))
+    g.manual_seed(_validate.seed(seed, "generator"))
     return g
 
 
@@ -94,8 +88,7 @@ def environment_report(matmul_size: int = 512, repeats: int = 5) -> dict[str, st
     import platform
     import sys
 
-    if not isinstance(matmul_size, int) or matmul_size < 1:
-        raise ValueError(f"matmul_size must be a positive int, got {matmul_size!r}")
+    _validate.positive_int(matmul_size, "matmul_size", "environment_report")
     device = get_device()
     a = torch.randn(matmul_size, matmul_size, device=device)
     a @ a  # warm-up: the first call pays for allocation

@@ -11,7 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..complexity import attention_weight_bytes, expected_path_length, fit_exponent
+from ..experiments.complexity import attention_weight_bytes, expected_path_length
+from ..measure import fit_exponent
 from ._core import CheckFailed, CheckResult, call, run_check
 
 __all__ = ["check_fit_power_law", "check_attention_weight_bytes", "check_path_length"]

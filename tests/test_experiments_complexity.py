@@ -1,12 +1,13 @@
-"""complexity: the measurements of notebook 09 count, time and reach what they claim to."""
+"""experiments.complexity: the measurements of notebook 09 count, time and reach what they claim to."""
 
 import pytest
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from transformer_course import complexity as C
 from transformer_course.attention import MultiHeadAttention
+from transformer_course.experiments import complexity as C
+from transformer_course.measure import fit_exponent
 from transformer_course.rnn import RNN
 
 # ----------------------------------------------------------------------------- layers
@@ -31,9 +32,9 @@ def test_layer_forward_rejects_other_modules():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("lstm", 8), r"kind should be one of \('rnn_loop', 'gru', 'attention'\), got 'lstm'"),
-    (("attention", 10, 4), "d_model=10 is not divisible by n_heads=4"),
-    (("gru", 0), "d_model should be a positive int, got 0"),
+    (("lstm", 8), r"make_layer expects kind to be one of \('rnn_loop', 'gru', 'attention'\), got 'lstm'"),
+    (("attention", 10, 4), "d_model divisible by n_heads .*got d_model=10 and n_heads=4"),
+    (("gru", 0), "d_model to be a positive int, got 0"),
 ])
 def test_make_layer_rejects_bad_configs(args, message):
     with pytest.raises(ValueError, match=message):
@@ -41,18 +42,6 @@ def test_make_layer_rejects_bad_configs(args, message):
 
 
 # ----------------------------------------------------------------------------- sequential steps
-
-def test_operator_trace_counts_operators_and_their_longest_chain():
-    a, b = torch.randn(3, 4), torch.randn(4, 5)
-    with C.OperatorTrace() as trace:
-        y = (a @ b).tanh()  # a chain of 2
-        z = y.view(15)  # a view: no new depth
-        w = z + a.sum()  # sum runs beside the chain; add sits after it: depth 3
-    assert trace.counts["mm"] == 1 and trace.counts["tanh"] == 1 and trace.counts["add"] == 1
-    assert trace.operators == 5  # mm, tanh, view, sum, add
-    assert trace.critical_path == 3
-    assert w.shape == (15,)
-
 
 @pytest.mark.parametrize("n", [1, 5, 33])
 def test_sequential_steps_are_n_for_the_rnns_and_one_for_attention(n):
@@ -110,11 +99,11 @@ def test_the_rnn_loop_takes_longer_for_a_longer_sequence():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"lengths": []}, "lengths should be a non-empty list"),
-    ({"lengths": [8, 0]}, "n should be a positive int, got 0"),
-    ({"lengths": [8], "kinds": ["lstm"]}, "kind should be one of"),
-    ({"lengths": [8], "repeats": 0}, "repeats should be a positive int, got 0"),
-    ({"lengths": [8], "threads": 0}, "threads should be a positive int, got 0"),
+    ({"lengths": []}, "lengths to be a non-empty list"),
+    ({"lengths": [8, 0]}, "n to be a positive int, got 0"),
+    ({"lengths": [8], "kinds": ["lstm"]}, "kind to be one of"),
+    ({"lengths": [8], "repeats": 0}, "repeats to be a positive int, got 0"),
+    ({"lengths": [8], "threads": 0}, "time_against_length expects threads to be a positive int, got 0"),
 ])
 def test_time_against_length_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -134,9 +123,9 @@ def test_measured_weight_bytes_equal_the_formula(n, batch, heads):
 
 
 def test_attention_weight_bytes_rejects_bad_input():
-    with pytest.raises(TypeError, match="dtype should be a floating torch.dtype, got torch.int64"):
+    with pytest.raises(TypeError, match="dtype to be a floating torch.dtype, got torch.int64"):
         C.attention_weight_bytes(1, 1, 4, torch.int64)
-    with pytest.raises(ValueError, match="n should be a positive int, got 0"):
+    with pytest.raises(ValueError, match="n to be a positive int, got 0"):
         C.attention_weight_bytes(1, 1, 0)
 
 
@@ -144,8 +133,8 @@ def test_peak_memory_grows_as_n_squared_for_attention_and_linearly_for_the_rnn()
     lengths = [256, 512, 1024]
     att = [C.peak_forward_memory("attention", n, d_model=32) for n in lengths]
     rnn = [C.peak_forward_memory("rnn_loop", n, d_model=32) for n in lengths]
-    assert 1.8 <= C.fit_exponent(lengths, att) <= 2.1, att
-    assert 0.9 <= C.fit_exponent(lengths, rnn) <= 1.1, rnn
+    assert 1.8 <= fit_exponent(lengths, att) <= 2.1, att
+    assert 0.9 <= fit_exponent(lengths, rnn) <= 1.1, rnn
     assert att[-1] >= C.attention_weight_bytes(1, 4, 1024)  # the weights themselves are in there
 
 
@@ -201,13 +190,13 @@ def test_the_parallel_recurrence_equals_the_loop_after_n_steps():
 
 
 @pytest.mark.parametrize(("fn", "args", "message"), [
-    (C.influence_map, ("lstm", 4, 2), "kind should be one of"),
-    (C.influence_map, ("convolution", 4, 2, 1), "kernel_size should be at least 2"),
-    (C.influence_map, ("attention", 4, 0), "max_depth should be a positive int"),
-    (C.path_length, ("recurrent", 0), "n should be a positive int, got 0"),
-    (C.gradient_reach, ("attention", 4, 0), "depth should be a positive int"),
-    (C.expected_path_length, ("convolution", 4, 1), "kernel_size should be at least 2"),
-    (C.expected_path_length, ("tree", 4), "kind should be one of"),
+    (C.influence_map, ("lstm", 4, 2), "kind to be one of"),
+    (C.influence_map, ("convolution", 4, 2, 1), "kernel_size to be an int >= 2, got 1"),
+    (C.influence_map, ("attention", 4, 0), "max_depth to be a positive int"),
+    (C.path_length, ("recurrent", 0), "n to be a positive int, got 0"),
+    (C.gradient_reach, ("attention", 4, 0), "depth to be a positive int"),
+    (C.expected_path_length, ("convolution", 4, 1), "kernel_size to be an int >= 2, got 1"),
+    (C.expected_path_length, ("tree", 4), "kind to be one of"),
 ])
 def test_reach_functions_reject_bad_input(fn, args, message):
     with pytest.raises(ValueError, match=message):
@@ -227,5 +216,6 @@ def test_timing_figure_draws_at_the_ends_of_the_sliders(n, d_model):
 
 
 def test_timing_report_rejects_bad_sizes():
-    with pytest.raises(ValueError, match="d_model=18 is not divisible by n_heads=4"):
+    message = "timing_report expects d_model divisible by n_heads .*got d_model=18 and n_heads=4"
+    with pytest.raises(ValueError, match=message):
         C.timing_report(16, 18)

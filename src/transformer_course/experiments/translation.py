@@ -1,5 +1,5 @@
-"""Notebook 08's helpers: train the Transformer on the translation task, read its cross-attention,
-and translate a typed sentence (the logic of the notebook's widget).
+"""Notebook 08: train the Transformer on the translation task, read its cross-attention, and
+translate a typed sentence (the logic of the notebook's widget).
 
 Shapes: B batch, S source length, T target length, L layers, H heads, V vocabulary.
 """
@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from textwrap import fill
 from typing import NamedTuple
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
+from ..data import BOS, Batch, Vocab
+from ..decoding import beam_search, greedy_decode
+from ..transformer import Transformer, label_smoothing_loss
 from .alignment import plot_alignment, translation_alignment
-from .data import BOS, Batch, Vocab
-from .decoding import beam_search, greedy_decode
-from .transformer import Transformer, label_smoothing_loss
 
 __all__ = ["xavier_init_", "transformer_loss", "cross_attention_weights", "tokenize",
            "check_sentence", "Translation", "translate", "translation_figure"]
@@ -111,11 +113,7 @@ def translate(model: Transformer, text: str | Sequence[str], src_vocab: Vocab, t
     return Translation(words, out, weights.cpu())
 
 
-def _message_figure(message: str, figsize: tuple[float, float]):
-    from textwrap import fill
-
-    from matplotlib.figure import Figure
-
+def _message_figure(message: str, figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=(figsize[0], 1.6))
     ax = fig.subplots()
     ax.axis("off")
@@ -126,13 +124,11 @@ def _message_figure(message: str, figsize: tuple[float, float]):
 
 def translation_figure(model: Transformer, text: str | Sequence[str], src_vocab: Vocab,
                        tgt_vocab: Vocab, reference: Sequence[str] | None = None, beam_size: int = 1,
-                       figsize: tuple[float, float] = (15, 6.5)):
+                       figsize: tuple[float, float] = (15, 6.5)) -> Figure:
     """The widget of notebook 08: translate a sentence and draw every layer's and head's
     cross-attention (rows: layers, columns: heads). Red boxes mark the true alignment of the
     words that come out right. A sentence the model cannot read gets a figure with the reason.
     """
-    from matplotlib.figure import Figure
-
     try:
         tr = translate(model, text, src_vocab, tgt_vocab, beam_size=beam_size)
     except ValueError as err:

@@ -1,4 +1,6 @@
-"""The paper's Table 1, measured: per-layer cost, sequential steps and path length against n.
+"""The measurements of notebook 09 (why Transformers won): the paper's Table 1, measured.
+
+Per-layer cost, sequential steps and path length against n.
 
 Shapes: B batch, n sequence length (T elsewhere in the course), D d_model, H heads, Dh head size.
 
@@ -15,7 +17,8 @@ C++, or inside one cuDNN kernel on CUDA); ``"attention"``, the course's
   :func:`path_length`) for a recurrence, a causal convolution and attention stacked L times;
 - the bytes of the ``(B, H, n, n)`` attention weights and the peak memory of a forward pass.
 
-Exponents are fitted on log-log axes with ``efficient.fit_exponent``.
+The instruments come from ``measure``: ``OperatorTrace``, ``peak_memory``, ``cpu_threads``, ``sync``;
+exponents are fitted on log-log axes with ``measure.fit_exponent``.
 """
 
 from __future__ import annotations
@@ -23,25 +26,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 
-import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
-from torch.utils.weak import WeakTensorKeyDictionary
 
-from .attention import MultiHeadAttention
-from .efficient import fit_exponent, peak_memory
-from .rnn import RNN, RNNCell
+from .. import _validate
+from ..attention import MultiHeadAttention
+from ..measure import OperatorTrace, cpu_threads, peak_memory, sync
+from ..rnn import RNN, RNNCell
 
 __all__ = [
-    "LAYER_KINDS", "REACH_KINDS", "make_layer", "layer_forward", "OperatorTrace", "trace_layer",
+    "LAYER_KINDS", "REACH_KINDS", "make_layer", "layer_forward", "trace_layer",
     "sequential_steps", "expected_steps", "count_flops", "expected_flops", "time_against_length",
     "attention_weight_bytes", "measured_weight_bytes", "peak_forward_memory", "gradient_reach",
-    "influence_map", "path_length", "expected_path_length", "fit_exponent", "timing_report", "timing_figure",
+    "influence_map", "path_length", "expected_path_length", "timing_report", "timing_figure",
 ]
 
 LAYER_KINDS = ("rnn_loop", "gru", "attention")
@@ -53,23 +53,11 @@ _STEP_OPERATOR = {"rnn_loop": "tanh", "gru": "tanh", "attention": "_softmax"}
 
 # ----------------------------------------------------------------------------- input checks
 
-def _check_positive(name: str, value: object, who: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{who}: {name} should be a positive int, got {value!r}")
-    return int(value)
-
-
-def _check_kind(kind: object, kinds: tuple[str, ...], who: str) -> str:
-    if kind not in kinds:
-        raise ValueError(f"{who}: kind should be one of {kinds}, got {kind!r}")
-    return kind  # type: ignore[return-value]
-
-
 def _check_sizes(n: object, d_model: object, n_heads: object, who: str) -> tuple[int, int, int]:
-    n, d_model, n_heads = (_check_positive(name, v, who) for name, v in
+    """n, d_model and n_heads as positive ints, with n_heads dividing d_model."""
+    n, d_model, n_heads = (_validate.positive_int(value, name, who) for name, value in
                            (("n", n), ("d_model", d_model), ("n_heads", n_heads)))
-    if d_model % n_heads:
-        raise ValueError(f"{who}: d_model={d_model} is not divisible by n_heads={n_heads}")
+    _validate.divisible(d_model, n_heads, who)
     return n, d_model, n_heads
 
 
@@ -77,7 +65,7 @@ def _check_sizes(n: object, d_model: object, n_heads: object, who: str) -> tuple
 
 def make_layer(kind: str, d_model: int, n_heads: int = 4, seed: int = 0) -> nn.Module:
     """A fresh, seeded layer of one kind that maps (B, n, D) to (B, n, D) (see ``layer_forward``)."""
-    kind = _check_kind(kind, LAYER_KINDS, "make_layer")
+    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "make_layer")
     _check_sizes(1, d_model, n_heads, "make_layer")
     torch.manual_seed(seed)
     if kind == "rnn_loop":
@@ -109,37 +97,6 @@ def _input(n: int, d_model: int, batch: int, seed: int = 0, device: torch.device
 
 # ----------------------------------------------------------------------------- sequential steps
 
-class OperatorTrace(TorchDispatchMode):
-    """Count the ATen operators run inside the ``with`` block and their longest dependency chain.
-
-    Each tensor an operator returns gets a depth: 1 + the largest depth among the operator's
-    input tensors (0 for tensors made before the block). A view (``x.view``, ``x[:, t]``)
-    computes nothing and keeps its input's depth. ``critical_path`` is the largest depth: the
-    number of operators that must run one after another, however many processors there are.
-    ``counts`` maps each operator's name (``"mm"``, ``"tanh"``, ``"_softmax"``) to its calls.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.operators = 0
-        self.critical_path = 0
-        self.counts: dict[str, int] = {}
-        self._depth = WeakTensorKeyDictionary()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        depth = max((self._depth.get(t, 0) for t in inputs), default=0) + (0 if func.is_view else 1)
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self._depth[t] = depth
-        name = func.overloadpacket.__name__.rstrip("_")  # in-place "tanh_" counts as "tanh"
-        self.counts[name] = self.counts.get(name, 0) + 1
-        self.operators += 1
-        self.critical_path = max(self.critical_path, depth)
-        return out
-
-
 def trace_layer(kind: str, n: int, d_model: int = 32, batch: int = 1, n_heads: int = 4) -> dict[str, int]:
     """Operators, critical path and sequential steps of one forward pass, traced on the CPU.
 
@@ -149,9 +106,9 @@ def trace_layer(kind: str, n: int, d_model: int = 32, batch: int = 1, n_heads: i
     goes through the dispatcher operator by operator (on CUDA, cuDNN runs the same n steps
     inside one kernel, invisible to the trace).
     """
-    kind = _check_kind(kind, LAYER_KINDS, "trace_layer")
+    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "trace_layer")
     n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "trace_layer")
-    _check_positive("batch", batch, "trace_layer")
+    _validate.positive_int(batch, "batch", "trace_layer")
     layer = make_layer(kind, d_model, n_heads)
     x = _input(n, d_model, batch)
     with torch.no_grad(), OperatorTrace() as trace:
@@ -167,8 +124,8 @@ def sequential_steps(kind: str, n: int, d_model: int = 32) -> int:
 
 def expected_steps(kind: str, n: int) -> int:
     """The closed form of ``sequential_steps``, the paper's O(n) and O(1): n for the RNNs, 1 for attention."""
-    kind = _check_kind(kind, LAYER_KINDS, "expected_steps")
-    return 1 if kind == "attention" else _check_positive("n", n, "expected_steps")
+    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "expected_steps")
+    return 1 if kind == "attention" else _validate.positive_int(n, "n", "expected_steps")
 
 
 # ----------------------------------------------------------------------------- per-layer cost
@@ -179,9 +136,9 @@ def count_flops(kind: str, n: int, d_model: int, batch: int = 1, n_heads: int = 
     It counts the matrix products (2 per multiply-add), which dominate; the elementwise
     operations (tanh, softmax, the gates) are not counted.
     """
-    kind = _check_kind(kind, LAYER_KINDS, "count_flops")
+    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "count_flops")
     n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "count_flops")
-    _check_positive("batch", batch, "count_flops")
+    _validate.positive_int(batch, "batch", "count_flops")
     layer = make_layer(kind, d_model, n_heads)
     x = _input(n, d_model, batch)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -195,7 +152,7 @@ def expected_flops(kind: str, n: int, d_model: int, batch: int = 1) -> int:
     RNN: two (D, D) products per position, 4 n D^2. GRU: three gates, 12 n D^2. Attention:
     four (D, D) projections, 8 n D^2, plus Q K^T and weights @ V, 4 n^2 D (the paper's O(n^2 d)).
     """
-    kind = _check_kind(kind, LAYER_KINDS, "expected_flops")
+    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "expected_flops")
     per_position = {"rnn_loop": 4, "gru": 12, "attention": 8}[kind] * n * d_model**2
     pairs = 4 * n * n * d_model if kind == "attention" else 0
     return batch * (per_position + pairs)
@@ -203,16 +160,19 @@ def expected_flops(kind: str, n: int, d_model: int, batch: int = 1) -> int:
 
 # ----------------------------------------------------------------------------- time
 
-@contextmanager
-def _threads(device: torch.device, threads: int | None) -> Iterator[None]:
-    """On the CPU, run with ``threads`` threads (None: as set) and restore the setting afterwards."""
-    before = torch.get_num_threads()
-    if device.type == "cpu" and threads is not None:
-        torch.set_num_threads(_check_positive("threads", threads, "time_against_length"))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _check_sweep(lengths: Sequence[object], kinds: Sequence[object], d_model: object, n_heads: object,
+                 who: str, **counts: object) -> None:
+    """Non-empty lengths, each valid with d_model and n_heads; known kinds; positive counts (None: unset)."""
+    if len(lengths) == 0:
+        raise ValueError(f"{who} expects lengths to be a non-empty list of positive ints, "
+                         f"got {list(lengths)}")
+    for n in lengths:
+        _check_sizes(n, d_model, n_heads, who)
+    for kind in kinds:
+        _validate.one_of(kind, LAYER_KINDS, "kind", who)
+    for name, value in counts.items():
+        if value is not None:
+            _validate.positive_int(value, name, who)
 
 
 def _runner(kind: str, n: int, d_model: int, batch: int, n_heads: int, backward: bool,
@@ -247,20 +207,12 @@ def time_against_length(
     for each other and the numbers become a lottery); ``None`` keeps PyTorch's setting.
     Returns {kind: [seconds for each n]}.
     """
-    who = "time_against_length"
-    if len(lengths) == 0:
-        raise ValueError(f"{who}: lengths should be a non-empty list of positive ints, got {list(lengths)}")
-    for n in lengths:
-        _check_sizes(n, d_model, n_heads, who)
-    for kind in kinds:
-        _check_kind(kind, LAYER_KINDS, who)
-    _check_positive("repeats", repeats, who)
-    _check_positive("batch", batch, who)
+    _check_sweep(lengths, kinds, d_model, n_heads, "time_against_length", repeats=repeats, batch=batch,
+                 threads=threads)
     device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     # one CPU thread: count the CPU time this thread used, not the time other programs took from it
     clock = time.thread_time if device.type == "cpu" and threads == 1 else time.perf_counter
-    with _threads(device, threads):
+    with cpu_threads(device, threads):
         runs = {(kind, n): _runner(kind, n, d_model, batch, n_heads, backward, device)
                 for kind in kinds for n in lengths}
         best = dict.fromkeys(runs, math.inf)
@@ -268,10 +220,10 @@ def time_against_length(
             run()  # warm-up: the first call pays for allocation
         for _ in range(repeats):
             for key, run in runs.items():
-                sync()
+                sync(device)
                 start = clock()
                 run()
-                sync()
+                sync(device)
                 best[key] = min(best[key], clock() - start)
     return {kind: [best[kind, n] for n in lengths] for kind in kinds}
 
@@ -281,9 +233,9 @@ def time_against_length(
 def attention_weight_bytes(batch: int, n_heads: int, n: int, dtype: torch.dtype = torch.float32) -> int:
     """Bytes of one layer's attention weights, a (B, H, n, n) tensor: B H n^2 times the element size."""
     for name, value in (("batch", batch), ("n_heads", n_heads), ("n", n)):
-        _check_positive(name, value, "attention_weight_bytes")
+        _validate.positive_int(value, name, "attention_weight_bytes")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"attention_weight_bytes: dtype should be a floating torch.dtype, got {dtype!r}")
+        raise TypeError(f"attention_weight_bytes expects dtype to be a floating torch.dtype, got {dtype!r}")
     return batch * n_heads * n * n * torch.finfo(dtype).bits // 8
 
 
@@ -295,7 +247,7 @@ def measured_weight_bytes(n: int, d_model: int = 64, n_heads: int = 4, batch: in
     n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "measured_weight_bytes")
     layer = make_layer("attention", d_model, n_heads)
     with torch.no_grad():
-        x = _input(n, d_model, _check_positive("batch", batch, "measured_weight_bytes"))
+        x = _input(n, d_model, _validate.positive_int(batch, "batch", "measured_weight_bytes"))
         weights = layer(x, x, x)[1]  # (B, H, n, n)
     return weights.nelement() * weights.element_size()
 
@@ -304,13 +256,13 @@ def peak_forward_memory(kind: str, n: int, d_model: int = 64, batch: int = 1, n_
                         device: torch.device | str = "cpu") -> int:
     """Peak bytes allocated during one forward pass (no autograd), above its input and weights.
 
-    Measured with ``efficient.peak_memory``: the allocator's peak on CUDA, an exact count of
+    Measured with ``measure.peak_memory``: the allocator's peak on CUDA, an exact count of
     every tensor made and freed on the CPU.
     """
-    kind = _check_kind(kind, LAYER_KINDS, "peak_forward_memory")
+    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "peak_forward_memory")
     n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "peak_forward_memory")
     layer = make_layer(kind, d_model, n_heads).to(device)
-    x = _input(n, d_model, _check_positive("batch", batch, "peak_forward_memory"), device=device)
+    x = _input(n, d_model, _validate.positive_int(batch, "batch", "peak_forward_memory"), device=device)
     return peak_memory(lambda: layer_forward(layer, x), device)
 
 
@@ -362,12 +314,10 @@ def _reach_layer(kind: str, d_model: int, kernel_size: int, seed: int) -> Callab
 
 
 def _check_reach(kind: object, n: object, kernel_size: object, d_model: object, who: str) -> tuple[str, int]:
-    kind = _check_kind(kind, REACH_KINDS, who)
-    n, _, _ = _check_sizes(n, d_model, 2, who)
-    if _check_positive("kernel_size", kernel_size, who) < 2:
-        raise ValueError(f"{who}: kernel_size should be at least 2 (1 would never mix positions), "
-                         f"got {kernel_size}")
-    return kind, n
+    """A known kind, n >= 1, kernel_size >= 2 and a d_model two heads can share; returns (kind, n)."""
+    kind = _validate.one_of(kind, REACH_KINDS, "kind", who)
+    _validate.int_in(kernel_size, "kernel_size", who, 2)  # a kernel of 1 would never mix positions
+    return kind, _check_sizes(n, d_model, 2, who)[0]
 
 
 def _influence_rows(kind: str, n: int, kernel_size: int, d_model: int, seed: int) -> Iterator[torch.Tensor]:
@@ -376,8 +326,6 @@ def _influence_rows(kind: str, n: int, kernel_size: int, d_model: int, seed: int
     Forward-mode differentiation: x_0 gets a random tangent v, and the tangent of out_j
     is the Jacobian entry d out_j / d x_0 applied to v, in one pass for every j and L.
     """
-    import torch.autograd.forward_ad as fwAD
-
     layer = _reach_layer(kind, d_model, kernel_size, seed)
     x = _input(n, d_model, 1, seed=seed + 1).double()  # (1, n, D)
     tangent = torch.zeros_like(x)
@@ -398,7 +346,7 @@ def influence_map(kind: str, n: int, max_depth: int, kernel_size: int = 3, d_mod
     Shapes: -> (max_depth, n) booleans, row L - 1, column j.
     """
     kind, n = _check_reach(kind, n, kernel_size, d_model, "influence_map")
-    max_depth = _check_positive("max_depth", max_depth, "influence_map")
+    max_depth = _validate.positive_int(max_depth, "max_depth", "influence_map")
     rows = _influence_rows(kind, n, kernel_size, d_model, seed)
     return torch.stack([next(rows) for _ in range(max_depth)])  # (max_depth, n)
 
@@ -410,7 +358,7 @@ def gradient_reach(kind: str, n: int, depth: int, kernel_size: int = 3, d_model:
     Shapes: -> (n,) booleans, entry i.
     """
     kind, n = _check_reach(kind, n, kernel_size, d_model, "gradient_reach")
-    depth = _check_positive("depth", depth, "gradient_reach")
+    depth = _validate.positive_int(depth, "depth", "gradient_reach")
     layer = _reach_layer(kind, d_model, kernel_size, seed)
     x = _input(n, d_model, 1, seed=seed + 1).double().requires_grad_(True)  # (1, n, D)
     y = torch.zeros_like(x) if kind == "recurrent" else x
@@ -438,10 +386,9 @@ def expected_path_length(kind: str, n: int, kernel_size: int = 3) -> int:
     convolution of kernel k: each layer reaches k - 1 positions back, ceil((n - 1) / (k - 1))
     layers, at least 1. Attention: 1 layer, whatever n.
     """
-    kind = _check_kind(kind, REACH_KINDS, "expected_path_length")
-    n = _check_positive("n", n, "expected_path_length")
-    if _check_positive("kernel_size", kernel_size, "expected_path_length") < 2:
-        raise ValueError(f"expected_path_length: kernel_size should be at least 2, got {kernel_size}")
+    kind = _validate.one_of(kind, REACH_KINDS, "kind", "expected_path_length")
+    n = _validate.positive_int(n, "n", "expected_path_length")
+    _validate.int_in(kernel_size, "kernel_size", "expected_path_length", 2)
     if kind == "recurrent":
         return n
     if kind == "convolution":
@@ -472,7 +419,7 @@ _LABELS = {"rnn_loop": "RNN loop", "gru": "nn.GRU", "attention": "self-attention
 
 def timing_figure(n: int = 256, d_model: int = 64, repeats: int = 2, device: torch.device | str = "cpu"):
     """The widget's figure: time, FLOPs and sequential steps of the three layers at one (n, d_model)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # here, not at the top: the exercise checks import this module
 
     report = timing_report(n, d_model, repeats, device)
     fig = Figure(figsize=(10, 3.4))

@@ -1,0 +1,105 @@
+"""The measurements of notebook 11 (efficient attention): memory against length, time against block size.
+
+Shapes: B batch, n sequence length (T = S, self-attention), H heads (1 here), Dh head size.
+
+Three ways to compute the same attention, from ``efficient``: ``"naive"`` (the course's
+``scaled_dot_product_attention``, which builds the (n, n) weights), ``"tiled"`` (``tiled_attention``,
+an online softmax over blocks) and ``"fused"`` (PyTorch's ``F.scaled_dot_product_attention``).
+Memory and time are measured with ``measure.peak_memory`` and ``measure.best_time``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+
+from .. import _validate
+from ..efficient import fused_attention, naive_attention, tiled_attention
+from ..measure import best_time, peak_memory
+
+__all__ = ["ATTENTION_METHODS", "memory_against_length", "time_against_block_size", "block_size_report"]
+
+ATTENTION_METHODS: dict[str, Callable[..., torch.Tensor]] = {
+    "naive": naive_attention, "tiled": tiled_attention, "fused": fused_attention,
+}
+
+
+def _random_qkv(n: int, d_head: int, batch: int, device: torch.device | str, seed: int,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+    """Seeded q, k, v of shape (batch, 1, n, d_head), drawn on the CPU and moved to ``device``."""
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(batch, 1, n, d_head, generator=g, dtype=dtype).to(device) for _ in range(3))
+
+
+def memory_against_length(
+    lengths: Sequence[int], block_size: int = 128, d_head: int = 64, batch: int = 1,
+    causal: bool = False, device: torch.device | str = "cpu",
+    methods: Sequence[str] = ("naive", "tiled", "fused"),
+) -> dict[str, list[int]]:
+    """Peak bytes of each attention method at each sequence length n = T = S (self-attention).
+
+    Shapes: inputs (batch, 1, n, d_head) float32 -> {method: [bytes for each n]}.
+    """
+    who = "memory_against_length"
+    for n in lengths:
+        _validate.positive_int(n, "each length", who)
+    for name in methods:
+        _validate.one_of(name, tuple(ATTENTION_METHODS), "each method", who)
+    _validate.positive_int(block_size, "block_size", who)
+    result: dict[str, list[int]] = {name: [] for name in methods}
+    for n in lengths:
+        q, k, v = _random_qkv(n, d_head, batch, device, seed=n)
+        for name in methods:
+            kwargs = {"block_size": block_size} if name == "tiled" else {}
+            run = partial(ATTENTION_METHODS[name], q, k, v, causal, **kwargs)
+            result[name].append(peak_memory(run, device))
+    return result
+
+
+def time_against_block_size(
+    n: int, block_sizes: Sequence[int], d_head: int = 64, batch: int = 1, causal: bool = False,
+    repeats: int = 3, device: torch.device | str = "cpu",
+) -> dict[str, list[float] | float]:
+    """Seconds per call of tiled attention at each block size, and of naive and fused for reference.
+
+    Shapes: inputs (batch, 1, n, d_head) -> {"tiled": [s for each block size], "naive": s, "fused": s}.
+    """
+    for b in block_sizes:
+        _validate.positive_int(b, "each block size", "time_against_block_size")
+    n = _validate.positive_int(n, "n", "time_against_block_size")
+    q, k, v = _random_qkv(n, d_head, batch, device, seed=n)
+    return {
+        "tiled": [best_time(lambda b=b: tiled_attention(q, k, v, causal, block_size=b), repeats, device)
+                  for b in block_sizes],
+        "naive": best_time(lambda: naive_attention(q, k, v, causal), repeats, device),
+        "fused": best_time(lambda: fused_attention(q, k, v, causal), repeats, device),
+    }
+
+
+# ----------------------------------------------------------------------------- the widget's logic
+
+def block_size_report(
+    block_size: int, n: int = 1024, d_head: int = 64, causal: bool = False, repeats: int = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """Peak memory (bytes) and time (s) of tiled attention at one block size, beside naive and fused.
+
+    Also the largest difference between the tiled and the exact output. A block of n keys and
+    n queries is one tile: tiled attention is then naive attention with extra bookkeeping.
+    Shapes: inputs (1, 1, n, d_head) -> {"tiled" | "naive" | "fused": {"bytes", "seconds"}, "check": {...}}.
+    """
+    _validate.positive_int(block_size, "block_size", "block_size_report")
+    q, k, v = _random_qkv(_validate.positive_int(n, "n", "block_size_report"), d_head, 1, device, seed=0)
+    runs = {
+        "tiled": lambda: tiled_attention(q, k, v, causal, block_size=block_size),
+        "naive": lambda: naive_attention(q, k, v, causal),
+        "fused": lambda: fused_attention(q, k, v, causal),
+    }
+    report = {name: {"bytes": float(peak_memory(fn, device)),
+                     "seconds": best_time(fn, repeats, device)} for name, fn in runs.items()}
+    with torch.no_grad():
+        gap = (runs["tiled"]() - runs["fused"]()).abs().max().item()
+    report["check"] = {"max_abs_diff": gap}
+    return report

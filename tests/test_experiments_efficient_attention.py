@@ -1,0 +1,67 @@
+"""experiments.efficient_attention: the measurements of notebook 11 measure what they claim to."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from transformer_course.experiments import efficient_attention as E
+from transformer_course.measure import fit_growth_exponent
+
+
+def test_naive_takes_more_memory_than_tiled_at_large_n():
+    lengths = [256, 512, 1024, 2048]
+    mem = E.memory_against_length(lengths, block_size=128)
+    assert mem["naive"][-1] > 20 * mem["tiled"][-1]
+    assert all(n > t for n, t in zip(mem["naive"][1:], mem["tiled"][1:], strict=True))
+    assert 1.9 < fit_growth_exponent(lengths, mem["naive"]) < 2.1
+    assert 0.9 < fit_growth_exponent(lengths, mem["tiled"]) < 1.1
+    assert 0.9 < fit_growth_exponent(lengths, mem["fused"]) < 1.1
+    # minus the (n, Dh) output:
+    workspace = [t - n * 64 * 4 for n, t in zip(lengths, mem["tiled"], strict=True)]
+    assert len(set(workspace)) == 1, "beyond its output, tiled attention needs the same bytes at every n"
+
+
+def test_memory_against_length_is_deterministic_and_checks_inputs():
+    a = E.memory_against_length([64, 128], block_size=32, causal=True)
+    b = E.memory_against_length([64, 128], block_size=32, causal=True)
+    assert a == b
+    with pytest.raises(ValueError, match=r"each method to be one of \(.*\), got 'flash'"):
+        E.memory_against_length([64], methods=("naive", "flash"))
+    with pytest.raises(ValueError, match="each length"):
+        E.memory_against_length([0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_peak_memory_on_cuda_grows_as_n_squared_for_naive():
+    mem = E.memory_against_length([512, 1024, 2048], block_size=128, device="cuda")
+    assert mem["naive"][-1] > 10 * mem["tiled"][-1]
+
+
+# ----------------------------------------------------------------------------- time and the widget
+
+def test_time_against_block_size_reports_every_block():
+    times = E.time_against_block_size(64, [8, 64], repeats=1)
+    assert len(times["tiled"]) == 2 and all(t > 0 for t in times["tiled"])
+    assert times["naive"] > 0 and times["fused"] > 0
+    with pytest.raises(ValueError, match="each block size"):
+        E.time_against_block_size(64, [0])
+
+
+@pytest.mark.parametrize("block_size", [32, 1024])  # the widget slider's two ends
+@pytest.mark.parametrize("causal", [False, True])
+def test_block_size_report_at_both_ends_of_the_slider(block_size, causal):
+    report = E.block_size_report(block_size, n=1024, causal=causal)
+    assert report["check"]["max_abs_diff"] < 1e-5
+    assert all(report[name]["seconds"] > 0 for name in ("tiled", "naive", "fused"))
+    if block_size == 32:
+        assert report["tiled"]["bytes"] < report["naive"]["bytes"] / 20
+    else:  # one tile of n x n: as much as naive attention, give or take the bookkeeping
+        assert report["tiled"]["bytes"] > report["naive"]["bytes"] / 3
+
+
+def test_block_size_report_checks_inputs():
+    with pytest.raises(ValueError, match="block_size to be a positive int"):
+        E.block_size_report(0)
+    with pytest.raises(ValueError, match="n to be a positive int"):
+        E.block_size_report(16, n=-1)
