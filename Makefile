@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_WORKERS ?= 2
+# A cell that runs longer than this fails (the slowest cell takes about 30 s alone on 2 cores):
+# a hang fails in minutes instead of waiting for CI's limit.
+CELL_TIMEOUT ?= 300
 
 .PHONY: help install install-dev lab test test-package test-notebooks test-browser test-binder browser-deps exercises notebooks bench lint clean
 
@@ -50,7 +53,8 @@ test: install-dev lint browser-deps
 	$(PY) tools/make_exercises.py --check
 	$(PY) -m pytest -q tests/binder
 	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
-		--nbval-lax --nbval-current-env --ignore=tests/browser --ignore=tests/binder \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
+		--ignore=tests/browser --ignore=tests/binder \
 		tests notebooks solutions
 	tools/offline.sh $(PY) -m pytest -s tests/browser
 
@@ -75,7 +79,7 @@ test-package: install-dev
 
 test-notebooks: install-dev
 	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
-		--nbval-lax --nbval-current-env notebooks solutions
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) notebooks solutions
 
 exercises: install-dev
 	$(PY) tools/make_exercises.py

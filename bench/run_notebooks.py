@@ -59,7 +59,7 @@ def _clean(text: str) -> str:
     return text
 
 
-def run(path: Path, save: bool, timeout: int = 600) -> tuple[float, float]:
+def run(path: Path, save: bool, timeout: int = 300) -> tuple[float, float]:
     """Execute one notebook in a fresh kernel; return (seconds, peak MB of the kernel)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
