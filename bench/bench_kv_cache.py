@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from transformer_course import gpt
+from transformer_course.experiments.generation import generation_times
 from transformer_course.utils import set_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def main() -> int:
              f"(2 blocks, d_model 64), prompt of {prompt.shape[1]} characters; best of 5 rounds.", "",
              "| prompts | new tokens | no cache (ms) | cache (ms) | speed-up |", "|---:|---:|---:|---:|---:|"]
     for batch in (1, 8):
-        times = gpt.generation_times(model, prompt.repeat(batch, 1), LENGTHS, repeats=5)
+        times = generation_times(model, prompt.repeat(batch, 1), LENGTHS, repeats=5)
         for n, plain, cached in zip(LENGTHS, times["no cache"], times["cache"], strict=True):
             row = f"| {batch} | {n} | {plain * 1e3:.1f} | {cached * 1e3:.1f} | {plain / cached:.1f}x |"
             lines.append(row)
