@@ -9,8 +9,12 @@ import torch
 from matplotlib.figure import Figure
 
 from transformer_course import widgets
-from transformer_course.experiments.multi_head import mask_and_head_weights
-from transformer_course.experiments.self_attention import attention_entropy, temperature_weights
+from transformer_course.experiments.multi_head import mask_and_head_weights, mask_figure
+from transformer_course.experiments.self_attention import (
+    attention_entropy,
+    temperature_weights,
+    weights_figure,
+)
 from transformer_course.experiments.softmax import DEMO_LOGITS, softmax_temperature, temperature_figure
 
 
@@ -85,6 +89,27 @@ def test_mask_and_head_weights_at_the_slider_ends(seq_len, n_pad, causal, head):
     assert torch.equal(w[~rows], torch.zeros_like(w[~rows]))
     n_real = seq_len - min(n_pad, seq_len)
     assert torch.equal(mask[:, n_real:], torch.zeros(seq_len, seq_len - n_real, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("d_k", [1, 512])  # the SelectionSlider's first and last options
+@pytest.mark.parametrize("temperature", [0.1, 10.0])  # FloatLogSlider 10**-1 .. 10**1
+@pytest.mark.parametrize("scaled", [True, False])
+def test_weights_figure_at_the_slider_ends(d_k, temperature, scaled):
+    fig = weights_figure(d_k=d_k, temperature=temperature, scaled=scaled)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2  # the heatmap and its colour bar
+    assert f"d_k = {d_k}" in fig.axes[0].get_title()
+
+
+@pytest.mark.parametrize("seq_len", [1, 12])
+@pytest.mark.parametrize("n_pad", [0, 12])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head", [0, 3])
+def test_mask_figure_at_the_slider_ends(seq_len, n_pad, causal, head):
+    fig = mask_figure(seq_len=seq_len, n_pad=n_pad, causal=causal, head=head)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 3  # the mask, the head's weights and their colour bar
+    assert fig.axes[1].get_images()[0].get_array().shape == (seq_len, seq_len)
 
 
 def test_mask_and_head_weights_errors():

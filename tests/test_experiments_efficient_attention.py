@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from transformer_course.experiments import efficient_attention as E
 from transformer_course.measure import fit_growth_exponent
@@ -58,6 +59,18 @@ def test_block_size_report_at_both_ends_of_the_slider(block_size, causal):
         assert report["tiled"]["bytes"] < report["naive"]["bytes"] / 20
     else:  # one tile of n x n: as much as naive attention, give or take the bookkeeping
         assert report["tiled"]["bytes"] > report["naive"]["bytes"] / 3
+
+
+@pytest.mark.parametrize("block_size", [32, 1024])  # the widget slider's two ends
+@pytest.mark.parametrize("causal", [False, True])
+def test_block_size_figure_at_both_ends_of_the_slider(block_size, causal):
+    # n = 256 rather than the notebook's 1024 to stay fast; the report at n = 1024 is tested above
+    fig = E.block_size_figure(block_size, causal, n=256)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2  # memory and time
+    assert all(len(ax.patches) == 3 for ax in fig.axes)  # naive, tiled, fused
+    tiles = 1 if block_size == 1024 else 64
+    assert f"block {block_size}, causal={causal}: {tiles} tiles" in fig._suptitle.get_text()
 
 
 def test_block_size_report_checks_inputs():

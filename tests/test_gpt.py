@@ -1,5 +1,6 @@
 """The decoder-only GPT: equal to PyTorch's layers, causal, its KV cache exact, its sampler checked."""
 
+import functools
 import math
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from transformer_course import gpt, train
+from transformer_course import gpt, train, widgets
 from transformer_course.attention import MultiHeadAttention, make_causal_mask
 from transformer_course.experiments import generation
 from transformer_course.reference import copy_encoder_layer, randomise_norms
@@ -339,3 +340,16 @@ def test_sampling_figure_at_the_ends_of_its_sliders(temperature, top_k):
     assert len(samples) == 2 and all(len(s) == 12 for s in samples)
     if top_k == 1:  # top-1 is greedy: every sample the same
         assert samples[0] == samples[1]
+
+
+def test_sampling_figure_wired_as_in_notebook_10_shows_two_sliders():
+    import ipywidgets
+
+    model, tok = small_model(), gpt.CharTokenizer("abcdefghij ")
+    w = widgets.figure_widget(
+        functools.partial(generation.sampling_figure, model, tok, "abc"),
+        temperature=ipywidgets.FloatSlider(value=0.8, min=0.1, max=2.0, step=0.05),
+        top_k=ipywidgets.IntSlider(value=10, min=1, max=V),
+        n_chars=ipywidgets.fixed(12), n_samples=ipywidgets.fixed(2), seed=ipywidgets.fixed(0),
+    )
+    assert [type(c).__name__ for c in w.children] == ["FloatSlider", "IntSlider", "Output"]

@@ -3,6 +3,7 @@ without residuals, the tagger of notebook 06 with the paper's embedding scale, w
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from transformer_course import data
@@ -12,6 +13,7 @@ from transformer_course.experiments.transformer_block import (
     GRADIENT_VARIANTS,
     NoResidualEncoderLayer,
     constant_warmup,
+    gradient_figure,
     gradient_norm_curves,
     layer_gradient_norms,
 )
@@ -28,6 +30,16 @@ def test_gradient_norm_curves_at_the_ends_of_the_slider(depth):
     for norms in curves.values():
         assert norms.shape == (depth,)
         assert torch.isfinite(norms).all() and (norms > 0).all()
+
+
+@pytest.mark.parametrize("depth", [1, 48])  # both ends of the widget's slider
+def test_gradient_figure_at_the_ends_of_the_slider(depth):
+    fig = gradient_figure(depth)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 1
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label() in GRADIENT_VARIANTS]
+    assert len(lines) == len(GRADIENT_VARIANTS)
+    assert all(len(line.get_xdata()) == depth for line in lines)
 
 
 def test_layer_gradient_norms_match_a_hand_computation():

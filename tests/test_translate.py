@@ -2,11 +2,13 @@
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from transformer_course import data
 from transformer_course.experiments.translation import (
     check_sentence,
     cross_attention_weights,
+    example_translation_figure,
     tokenize,
     transformer_loss,
     translate,
@@ -98,3 +100,24 @@ def test_translation_figure_at_both_ends_and_with_bad_input(model):
                            (" ".join(["the dog"] * 20), "at most 32")):
         fig = translation_figure(model, text, SRC_VOCAB, TGT_VOCAB)
         assert len(fig.axes) == 1 and expected in fig.axes[0].texts[0].get_text()
+
+
+
+EXAMPLES = data.make_pairs("translate", 4, 5, 16, seed=1)
+
+
+@pytest.mark.parametrize("index", [0, len(EXAMPLES) - 1])  # the example slider's range, empty text box
+def test_example_translation_figure_at_the_ends_of_the_slider(model, index):
+    fig = example_translation_figure(model, EXAMPLES, SRC_VOCAB, TGT_VOCAB, index=index, text="")
+    assert isinstance(fig, Figure) and len(fig.axes) == 8  # 2 layers x 4 heads
+    assert fig._suptitle.get_text().startswith(" ".join(EXAMPLES[index][0]))
+
+
+@pytest.mark.parametrize(("text", "n_axes"), [("the dog sees a cat", 8), ("the zebra sees a cat", 1)])
+def test_example_translation_figure_prefers_the_typed_sentence(model, text, n_axes):
+    fig = example_translation_figure(model, EXAMPLES, SRC_VOCAB, TGT_VOCAB, index=3, text=text)
+    assert isinstance(fig, Figure) and len(fig.axes) == n_axes
+    if n_axes == 1:  # an unknown word: a message, not an error
+        assert "zebra" in fig.axes[0].texts[0].get_text()
+    else:
+        assert fig._suptitle.get_text().startswith(text)

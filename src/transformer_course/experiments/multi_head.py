@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from matplotlib.figure import Figure
 
 from .. import _validate
 from ..attention import MultiHeadAttention, make_causal_mask, make_padding_mask
 
-__all__ = ["mask_and_head_weights"]
+__all__ = ["mask_and_head_weights", "mask_figure"]
 
 
 def mask_and_head_weights(
@@ -38,3 +39,21 @@ def mask_and_head_weights(
     with torch.no_grad():
         _, weights = mha(x, x, x, mask)  # (1, H, T, T)
     return mask[0, 0], weights[0, head]
+
+
+def mask_figure(seq_len: int = 8, n_pad: int = 2, causal: bool = True, head: int = 0) -> Figure:
+    """The mask (left) and one head's weights under it (right)."""
+    mask, weights = mask_and_head_weights(seq_len, n_pad, causal, head)
+    fig = Figure(figsize=(9, 3.8))
+    ax0, ax1 = fig.subplots(1, 2)
+    ax0.imshow(mask.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax0.set_title(f"mask: {seq_len} tokens, {min(n_pad, seq_len)} pads"
+                  f"{', causal' if causal else ''}\n(white = may attend)", fontsize=10)
+    im = ax1.imshow(weights.numpy(), cmap="viridis", vmin=0, vmax=1)
+    ax1.set_title(f"head {head}: weights (rows sum to 1, or 0)", fontsize=10)
+    for ax in (ax0, ax1):
+        ax.set_xlabel("key position")
+        ax.set_ylabel("query position")
+    fig.colorbar(im, ax=ax1)
+    fig.tight_layout()
+    return fig

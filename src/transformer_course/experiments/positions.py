@@ -8,7 +8,8 @@ Shapes: B batch, S source length, D d_model, V vocabulary.
   scale (``scale_embeddings=True``).
 - ``tag_targets``: the per-position targets of a task whose output is as long as its input
   (copy, reverse, sort); ``tagging_accuracy``: per-token accuracy, overall and by position.
-- ``encoding_view(position, dim, ...)``: the logic of notebook 06's widget.
+- ``encoding_view(position, dim, ...)``: the logic of notebook 06's widget; ``encoding_figure``
+  draws it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from .. import _validate
@@ -24,7 +26,8 @@ from ..data import EOS, PAD, Batch, Pair, Vocab, collate
 from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_encoding
 from ..transformer import Encoder, TransformerConfig
 
-__all__ = ["POSITIONS", "Tagger", "tag_targets", "tagging_accuracy", "encoding_view"]
+__all__ = ["POSITIONS", "Tagger", "tag_targets", "tagging_accuracy", "encoding_view",
+           "encoding_figure"]
 
 POSITIONS = ("none", "sinusoidal", "learned")  # the Tagger's choices of position information
 
@@ -119,3 +122,23 @@ def encoding_view(position: int, dim: int, max_len: int = 64, d_model: int = 32
     _validate.int_in(dim, "dim", "encoding_view", 0, d_model)
     wavelength = 2 * math.pi * 10000 ** (2 * (dim // 2) / d_model)
     return table, table[:, dim], table[position], wavelength
+
+
+def encoding_figure(position: int = 10, dim: int = 4) -> Figure:
+    """The table with one position and one dimension marked, and that dimension's curve."""
+    table, column, row, wavelength = encoding_view(position, dim, max_len=64, d_model=32)
+    fig = Figure(figsize=(11, 3.8))
+    ax0, ax1 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    ax0.imshow(table.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax0.axhline(position, color="lime", lw=1.5)
+    ax0.axvline(dim, color="lime", lw=1.5)
+    ax0.set(title=f"PE (64 positions, d_model 32): row {position}, column {dim}",
+            xlabel="dimension", ylabel="position")
+    ax1.plot(column.numpy(), color="tab:blue")
+    ax1.plot([position], [column[position].item()], "o", color="k")
+    ax1.set(ylim=(-1.1, 1.1), xlabel="position",
+            ylabel=f"PE[position, {dim}]",
+            title=f"dimension {dim} ({'sin' if dim % 2 == 0 else 'cos'}): wavelength "
+                  f"{wavelength:,.1f} positions; PE[{position}, {dim}] = {column[position].item():.3f}")
+    fig.tight_layout()
+    return fig

@@ -1,15 +1,16 @@
-"""Notebook 04 (self-attention): the entropy of attention weights and the temperature widget's logic."""
+"""Notebook 04 (self-attention): the entropy of attention weights and the temperature widget's figure."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from matplotlib.figure import Figure
 
 from .. import _validate
 from ..attention import scaled_dot_product_attention
 
-__all__ = ["attention_entropy", "temperature_weights"]
+__all__ = ["attention_entropy", "temperature_weights", "weights_figure"]
 
 
 def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
@@ -36,3 +37,19 @@ def temperature_weights(
     scale = (1 / math.sqrt(d_k) if scaled else 1.0) / temperature
     _, weights = scaled_dot_product_attention(q, k, k, scale=scale)  # (T, S)
     return weights.float(), attention_entropy(weights).mean().item()
+
+
+def weights_figure(d_k: int = 64, temperature: float = 1.0, scaled: bool = True) -> Figure:
+    """Heatmap of the weights of 8 random queries over 8 random keys, and their entropy."""
+    weights, entropy = temperature_weights(d_k, temperature, scaled=scaled)
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    im = ax.imshow(weights.numpy(), cmap="viridis", vmin=0, vmax=1)
+    ax.set_xlabel("key")
+    ax.set_ylabel("query")
+    logits = f"q·k{' / √d_k' if scaled else ''} / τ"
+    ax.set_title(f"d_k = {d_k}, τ = {temperature:.2g}, softmax({logits})\nmean entropy {entropy:.2f} nats "
+                 f"(uniform: {math.log(8):.2f})", fontsize=10)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig

@@ -5,7 +5,8 @@ Shapes: B batch, S sequence length, D d_model.
 
 - ``NoResidualEncoderLayer``: the course's ``EncoderLayer`` with its skip connections removed,
   built only for this experiment;
-- ``layer_gradient_norms`` and ``gradient_norm_curves`` (the logic of notebook 07's widget);
+- ``layer_gradient_norms`` and ``gradient_norm_curves`` (the logic of notebook 07's widget),
+  ``plot_gradient_curves`` (one panel of them) and ``gradient_figure`` (the widget's figure);
 - ``constant_warmup``: a linear warm-up to a constant learning rate.
 
 The tagging model and its targets, which notebook 07 trains post-LN and pre-LN, are notebook 06's:
@@ -18,13 +19,15 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import nn
 
 from .. import _validate
 from ..transformer import EncoderLayer
 
 __all__ = ["NoResidualEncoderLayer", "layer_gradient_norms", "GRADIENT_VARIANTS", "gradient_norm_curves",
-           "constant_warmup"]
+           "GRADIENT_STYLE", "plot_gradient_curves", "gradient_figure", "constant_warmup"]
 
 
 class NoResidualEncoderLayer(EncoderLayer):
@@ -83,6 +86,36 @@ def gradient_norm_curves(depth: int, seed: int = 0) -> dict[str, torch.Tensor]:
     depth = _validate.positive_int(depth, "depth", "gradient_norm_curves")
     return {name: layer_gradient_norms(depth, residual, norm_first, seed=seed)
             for name, (residual, norm_first) in GRADIENT_VARIANTS.items()}
+
+
+GRADIENT_STYLE = {  # variant -> (colour, line style): colour for the norm order, dashes for no residual
+    "post-LN, residual": ("tab:blue", "-"), "pre-LN, residual": ("tab:green", "-"),
+    "post-LN, no residual": ("tab:blue", "--"), "pre-LN, no residual": ("tab:green", "--"),
+}
+
+
+def plot_gradient_curves(ax: Axes, depth_curves: dict[str, torch.Tensor], depth: int) -> None:
+    """One panel: gradient norm per layer, relative to the last layer, on a log scale."""
+    for name, norms in depth_curves.items():
+        color, ls = GRADIENT_STYLE[name]
+        rel = (norms / norms[-1]).numpy()
+        ax.plot(range(1, depth + 1), rel, color=color, ls=ls, marker="o" if depth <= 12 else None,
+                ms=4, label=name)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_title(f"{depth} layers")
+    ax.set_xlabel("layer (1 = nearest the input)")
+
+
+def gradient_figure(depth: int = 24) -> Figure:
+    """The gradient-norm curves of the four variants for one depth."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    plot_gradient_curves(ax, gradient_norm_curves(depth, seed=0), depth)
+    ax.set_ylabel("||dL/d input|| / same at the last layer")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
 
 
 def constant_warmup(warmup_steps: int) -> Callable[[int], float]:

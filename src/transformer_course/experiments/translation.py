@@ -15,13 +15,13 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..data import BOS, Batch, Vocab
+from ..data import BOS, Batch, Pair, Vocab
 from ..decoding import beam_search, greedy_decode
 from ..transformer import Transformer, label_smoothing_loss
 from .alignment import plot_alignment, translation_alignment
 
 __all__ = ["xavier_init_", "transformer_loss", "cross_attention_weights", "tokenize",
-           "check_sentence", "Translation", "translate", "translation_figure"]
+           "check_sentence", "Translation", "translate", "translation_figure", "example_translation_figure"]
 
 
 def xavier_init_(model: nn.Module) -> nn.Module:
@@ -162,3 +162,11 @@ def translation_figure(model: Transformer, text: str | Sequence[str], src_vocab:
     fig.suptitle(f"{' '.join(tr.src)}\n-> {' '.join(tr.out)}   [{verdict}]", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def example_translation_figure(model: Transformer, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab,
+                               index: int = 0, text: str = "") -> Figure:
+    """``translation_figure`` of the typed ``text`` or, when it is blank, of ``pairs[index]``."""
+    chosen = text if text.strip() else " ".join(pairs[index][0])
+    reference = None if text.strip() else pairs[index][1]
+    return translation_figure(model, chosen, src_vocab, tgt_vocab, reference=reference)
