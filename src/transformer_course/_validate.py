@@ -91,6 +91,22 @@ def tensor(x: object, name: str, who: str, *, dims: int | None = None, min_dims:
     return x
 
 
+def shape(x: object, name: str, sizes: tuple[int | None, ...], who: str, layout: str) -> torch.Tensor:
+    """A non-empty float tensor of the given ``sizes`` (None: any size on that axis).
+
+    ``layout`` names the axes for the message, e.g. "(B, T, D)" with sizes (None, None, 8).
+    """
+    tensor(x, name, who, layout=layout)
+    axes = layout.strip("()").split(", ")
+    want = "(" + ", ".join(a if n is None else str(n) for a, n in zip(axes, sizes, strict=True)) + ")"
+    wrong = any(n is not None and n != got for n, got in zip(sizes, x.shape, strict=False))
+    if x.dim() != len(sizes) or wrong:
+        raise ValueError(f"{who} expects {name} of shape {layout} = {want}, got {tuple(x.shape)}")
+    if 0 in x.shape:
+        raise ValueError(f"{who} expects a non-empty {name} of shape {layout}, got {tuple(x.shape)}")
+    return x
+
+
 def token_ids(x: object, name: str, who: str, layout: str = "(B, S)") -> torch.Tensor:
     """A tensor of integer token ids with the dimensions of ``layout``, and at least one row."""
     dims = len([axis for axis in layout.strip("()").split(",") if axis.strip()])  # "(B,)" is 1-D

@@ -22,18 +22,6 @@ from . import _validate
 __all__ = ["RNNCell", "RNN"]
 
 
-def _check_shape(x: object, name: str, shape: tuple[int | None, ...], who: str, layout: str) -> torch.Tensor:
-    """A non-empty float tensor of ``shape`` (None: any size on that axis); ``layout`` names the axes."""
-    _validate.tensor(x, name, who, layout=layout)
-    axes = layout.strip("()").split(", ")
-    want = "(" + ", ".join(a if s is None else str(s) for a, s in zip(axes, shape, strict=True)) + ")"
-    if x.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape, strict=False)):
-        raise ValueError(f"{who} expects {name} of shape {layout} = {want}, got {tuple(x.shape)}")
-    if 0 in x.shape:
-        raise ValueError(f"{who} expects a non-empty {name} of shape {layout}, got {tuple(x.shape)}")
-    return x
-
-
 class RNNCell(nn.Module):
     """One tanh RNN step with explicit weights: ``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)``."""
 
@@ -59,8 +47,8 @@ class RNNCell(nn.Module):
 
         Shapes: x (B, D), h (B, H) -> h' (B, H).
         """
-        _check_shape(x, "x", (None, self.input_size), "RNNCell", "(B, D)")
-        _check_shape(h, "h", (x.shape[0], self.hidden_size), "RNNCell", "(B, H)")
+        _validate.shape(x, "x", (None, self.input_size), "RNNCell", "(B, D)")
+        _validate.shape(h, "h", (x.shape[0], self.hidden_size), "RNNCell", "(B, H)")
         pre = x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh  # (B, H)
         return torch.tanh(pre)
 
@@ -79,9 +67,9 @@ class RNN(nn.Module):
         Shapes: x (B, T, D), h0 (B, H) -> outputs (B, T, H) (the state after each step), h_T (B, H).
         Unlike ``nn.RNN``, h0 and h_T have no leading layer axis.
         """
-        B, T, _ = _check_shape(x, "x", (None, None, self.input_size), "RNN", "(B, T, D)").shape
+        B, T, _ = _validate.shape(x, "x", (None, None, self.input_size), "RNN", "(B, T, D)").shape
         h = x.new_zeros(B, self.hidden_size) if h0 is None else h0  # (B, H)
-        _check_shape(h, "h0", (B, self.hidden_size), "RNN", "(B, H)")
+        _validate.shape(h, "h0", (B, self.hidden_size), "RNN", "(B, H)")
         outputs = []
         for t in range(T):  # sequential: step t needs h from step t-1
             h = self.cell(x[:, t], h)  # (B, H)
