@@ -166,6 +166,8 @@ class Encoder(nn.Module):
         return self.norm(x)
 
 
+# Encoder and Decoder are parallel by design (duplicates lists them as a pair): the same stack
+# around a different layer with different inputs, kept apart so each reads like the paper's figure.
 class Decoder(nn.Module):
     """A stack of decoder layers (with a final LayerNorm when pre-LN)."""
 

@@ -161,6 +161,8 @@ def check_scaled_dot_product_attention(fn: Callable) -> bool:
     return run_check(task, body)
 
 
+# The seeded-cases loop below has the shape of every check's (check_additive_attention's too):
+# each task draws its own inputs, so that its messages can name them. Kept per task on purpose.
 def check_self_attention(fn: Callable) -> bool:
     """Check ``fn(x, w_q, w_k, w_v) -> (output, weights)``: q = x @ w_q, k = x @ w_k, v = x @ w_v."""
     task = "self_attention"
@@ -282,6 +284,7 @@ def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
     return run_check(task, body)
 
 
+# Mirrors check_split_heads on purpose: the inverse operation, diagnosed by the inverse mistakes.
 def check_merge_heads(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     """Check ``fn(x)``: (B, H, T, Dh) -> (B, T, H * Dh), the inverse of split_heads."""
     task = "merge_heads"

@@ -50,6 +50,8 @@ def _mask_mistakes(tokens: torch.Tensor, pad_id: int) -> list[tuple[torch.Tensor
     ]
 
 
+# Its type and dtype checks mirror check_causal_mask's (checks/attention.py); the masks and the
+# hints differ (padding as well as causality), so each check keeps its own.
 def check_decoder_mask(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckResult:
     """Check ``fn(tgt, pad_id) -> (B, 1, T, T)`` bool: causal AND the key is not padding."""
     task = "decoder_mask"
