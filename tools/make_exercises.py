@@ -1,12 +1,20 @@
 """Generate exercises/NN_topic.ipynb from solutions/NN_topic.ipynb (the single source).
 
-Each region between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes
-``raise NotImplementedError("<task>: ...")`` naming the function it sits in, and every
-output is cleared. nbgrader's own preprocessors do the work, so an instructor's nbgrader
-reads the same markers.
+First the solution notebook gets nbgrader's cell metadata, from the course's conventions:
 
-    python tools/make_exercises.py          # write exercises/
-    python tools/make_exercises.py --check  # exit 1 if exercises/ is out of date
+- a code cell with ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` is an answer cell
+  (``solution``), its grade_id ``answer-<function>``;
+- a code cell whose line reads ``checks.check_<name>(...)`` is a graded check cell
+  (``grade``, locked), ``check-<name>``, worth 1 point or the N of a ``# N points`` comment;
+- a markdown cell is a locked instruction (``instructions-<k>``); other code cells carry none.
+
+Then each solution region becomes ``raise NotImplementedError("<task>: ...")`` naming the
+function it sits in, and every output is cleared. nbgrader's own preprocessors do this
+with its metadata enforced, so ``nbgrader generate_assignment`` reads the same notebooks
+unchanged (tests/test_nbgrader.py runs its whole cycle).
+
+    python tools/make_exercises.py          # stamp solutions/, write exercises/
+    python tools/make_exercises.py --check  # exit 1 if either is out of date
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from nbgrader.preprocessors import ClearOutput, ClearSolutions
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACEHOLDER = "@TASK@"
+CHECK_LINE = re.compile(r"^checks\.(check_\w+)\(.*\)\s*(?:#\s*(\d+)\s+points?\s*)?$", re.M)
+DEF_LINE = re.compile(r"^\s*def\s+(\w+)", re.M)
+SCHEMA = 3
 STUB = f'# YOUR CODE HERE\nraise NotImplementedError("{PLACEHOLDER}")'
 
 
@@ -37,11 +48,49 @@ def _name_tasks(source: str) -> str:
     return "\n".join(lines)
 
 
+def _nbgrader(grade_id: str, *, solution: bool = False, grade: bool = False, locked: bool = False,
+              points: int | None = None) -> dict:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": SCHEMA,
+            "solution": solution, "task": False}
+    if points is not None:
+        meta["points"] = points
+    return meta
+
+
+def stamp(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The solution notebook with nbgrader's metadata on every answer, check and instruction cell."""
+    nb = nbformat.from_dict(solution)  # a deep copy
+    seen: set[str] = set()
+    instructions = 0
+    for cell in nb.cells:
+        cell.metadata.pop("nbgrader", None)
+        if cell.cell_type == "markdown":
+            instructions += 1
+            meta = _nbgrader(f"instructions-{instructions}", locked=True)
+        elif cell.cell_type != "code":
+            continue
+        elif "### BEGIN SOLUTION" in cell.source:
+            names = DEF_LINE.findall(cell.source.split("### BEGIN SOLUTION")[0])
+            if not names:
+                raise ValueError(f"an answer cell must define a function around its solution:\n{cell.source}")
+            meta = _nbgrader(f"answer-{names[-1]}", solution=True)
+        elif (match := CHECK_LINE.search(cell.source)) and not cell.source.lstrip().startswith("try"):
+            meta = _nbgrader(f"check-{match.group(1).removeprefix('check_')}", grade=True, locked=True,
+                             points=int(match.group(2) or 1))
+        else:
+            continue
+        if meta["grade_id"] in seen:
+            raise ValueError(f"two cells would have the nbgrader grade_id {meta['grade_id']!r}")
+        seen.add(meta["grade_id"])
+        cell.metadata["nbgrader"] = meta
+    return nb
+
+
 def build_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The exercise notebook made from one solution notebook."""
+    """The exercise notebook made from one (stamped) solution notebook."""
     nb = nbformat.from_dict(solution)  # a deep copy
     resources: dict = {}
-    clear = ClearSolutions(enforce_metadata=False, code_stub={"python": STUB})
+    clear = ClearSolutions(enforce_metadata=True, code_stub={"python": STUB})
     nb, resources = clear.preprocess(nb, resources)
     nb, resources = ClearOutput().preprocess(nb, resources)
     for cell in nb.cells:
@@ -63,18 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for src in sorted((ROOT / "solutions").glob("*.ipynb")):
-        text = render(build_exercise(nbformat.read(src, as_version=4)))
-        dst = ROOT / "exercises" / src.name
-        if dst.exists() and dst.read_text(encoding="utf-8") == text:
-            continue
-        stale.append(dst.relative_to(ROOT))
-        if not args.check:
-            dst.write_text(text, encoding="utf-8")
+        solution = stamp(nbformat.read(src, as_version=4))
+        for dst, text in ((src, render(solution)), (ROOT / "exercises" / src.name, render(build_exercise(solution)))):
+            if dst.exists() and dst.read_text(encoding="utf-8") == text:
+                continue
+            stale.append(dst.relative_to(ROOT))
+            if not args.check:
+                dst.write_text(text, encoding="utf-8")
     extra = {p.name for p in (ROOT / "exercises").glob("*.ipynb")} - {
         p.name for p in (ROOT / "solutions").glob("*.ipynb")}
     if args.check and (stale or extra):
         for p in stale:
-            print(f"out of date: {p} (run `make exercises`)")
+            print(f"out of date: {p} (run `make exercises`: it stamps solutions/ and writes exercises/)")
         for name in sorted(extra):
             print(f"exercises/{name} has no solutions/{name}")
         return 1
