@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
-CHECK_CELL = re.compile(r"^checks\.check_\w+\(\w+\)\s*$")
+CHECK_CELL = re.compile(r"^checks\.check_\w+\(.*\)\s*(#.*)?$")
 
 spec = importlib.util.spec_from_file_location("make_exercises", ROOT / "tools" / "make_exercises.py")
 make_exercises = importlib.util.module_from_spec(spec)
@@ -25,9 +25,42 @@ def test_there_is_an_exercise_for_every_solution_and_no_other():
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
 def test_exercise_is_up_to_date_with_its_solution(solution):
-    expected = make_exercises.render(make_exercises.build_exercise(nbformat.read(solution, 4)))
+    stamped = make_exercises.stamp(nbformat.read(solution, 4))
+    assert make_exercises.render(stamped) == solution.read_text(encoding="utf-8"), (
+        f"solutions/{solution.name} lacks nbgrader's metadata: run `make exercises`")
+    expected = make_exercises.render(make_exercises.build_exercise(stamped))
     actual = (ROOT / "exercises" / solution.name).read_text(encoding="utf-8")
     assert actual == expected, f"exercises/{solution.name} is out of date: run `make exercises`"
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_every_answer_cell_is_followed_by_its_graded_check(solution):
+    cells = [c for c in nbformat.read(solution, 4).cells if c.cell_type == "code"]
+    for i, cell in enumerate(cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            after = cells[i + 1].metadata.get("nbgrader", {}) if i + 1 < len(cells) else {}
+            assert after.get("grade") and after.get("locked") and after.get("points", 0) >= 1, (
+                f"{solution.name}: the answer {meta['grade_id']} is not followed by a graded check cell")
+
+
+def test_stamp_marks_answers_checks_points_and_instructions():
+    v4 = nbformat.v4
+    nb = v4.new_notebook(cells=[
+        v4.new_markdown_cell("## Task 1"),
+        v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+        v4.new_code_cell("checks.check_double(double)  # 2 points"),
+        v4.new_code_cell("try:\n    checks.check_double(lambda x: x)\nexcept checks.CheckFailed as e:\n    print(e)"),
+        v4.new_code_cell("import torch"),
+    ])
+    cells = make_exercises.stamp(nb).cells
+    meta = [c.metadata.get("nbgrader") for c in cells]
+    assert meta[0]["grade_id"] == "instructions-1" and meta[0]["locked"] and not meta[0]["grade"]
+    assert meta[1]["grade_id"] == "answer-double" and meta[1]["solution"] and not meta[1]["locked"]
+    assert meta[2] == {**meta[2], "grade_id": "check-double", "grade": True, "locked": True, "points": 2}
+    assert meta[3] is None and meta[4] is None  # a demonstration and plain code: no grading
+    with pytest.raises(ValueError, match="must define a function"):
+        make_exercises.stamp(v4.new_notebook(cells=[v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")]))
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
@@ -43,12 +76,14 @@ def test_generator_names_the_task_and_strips_answers_and_outputs():
     solution = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
         outputs=[nbformat.v4.new_output("stream", text="hi")], execution_count=3)])
-    exercise = make_exercises.build_exercise(solution)
+    exercise = make_exercises.build_exercise(make_exercises.stamp(solution))
     source = exercise.cells[0].source
     assert "return 2 * x" not in source and "BEGIN SOLUTION" not in source
     assert 'raise NotImplementedError("double: write this part' in source
     assert exercise.cells[0].outputs == [] and exercise.cells[0].execution_count is None
     assert solution.cells[0].outputs, "the solution itself must not be modified"
+    with pytest.raises(RuntimeError, match="non-solution cell"):  # metadata enforced, as nbgrader does
+        make_exercises.build_exercise(solution)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES, ids=lambda p: p.name)
