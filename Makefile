@@ -19,7 +19,7 @@ help:
 	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00"
 	@echo "make test       install, then lint, package tests, exercise checks and every notebook (offline)"
 	@echo "make test-browser  run notebooks in a real JupyterLab in headless Chromium"
-	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make exercises  stamp nbgrader metadata on solutions/ and regenerate exercises/ from them"
 	@echo "make bench      time every notebook and write bench/results.md"
 
 $(PY):
