@@ -168,8 +168,45 @@ def test_unpack_accepts_lists_and_tuples_of_the_right_length():
 
 
 def test_as_float_refuses_a_tensor_with_a_hint():
-    assert as_float("task", 2) == 2.0 and as_float("task", 0.5) == 0.5
+    import fractions
+
+    import numpy as np
+
+    for number in (2, 0.5, fractions.Fraction(-1, 1), np.int64(-1), np.float32(-1.0)):
+        assert as_float("task", number) == float(number)
     with pytest.raises(CheckFailed, match=r"Python float, got Tensor \(a tensor: use .item\(\)\)"):
         as_float("task", torch.tensor(0.5))
-    with pytest.raises(CheckFailed, match="Python float, got bool"):
-        as_float("task", True)
+    for not_a_number in (True, "0.5", np.ones(1)):
+        with pytest.raises(CheckFailed, match="should be a Python float"):
+            as_float("task", not_a_number)
+
+
+def test_a_shortcut_imported_under_its_bare_name_is_blocked_too():
+    namespace = {"softmax": F.softmax, "torch": torch}
+    exec("def by_import(x):\n    return softmax(x, -1)\n", namespace)
+    with pytest.raises(CheckFailed, match="called `torch.nn.functional.softmax`"):
+        call("softmax", namespace["by_import"], torch.randn(2, 3), forbid=SHORTCUTS["softmax"])
+    assert namespace["softmax"] is F.softmax, "the learner's name was not put back"
+
+
+def test_a_module_s_forward_namespace_is_searched():
+    namespace = {"sdpa": F.scaled_dot_product_attention, "nn": nn}
+    exec("class Attend(nn.Module):\n    def forward(self, x):\n        return sdpa(x, x, x)\n", namespace)
+    with pytest.raises(CheckFailed, match="by hand"):
+        call("attention", namespace["Attend"](), torch.randn(1, 2, 4), forbid=SHORTCUTS["attention"])
+    assert namespace["sdpa"] is F.scaled_dot_product_attention
+
+
+def test_switching_requires_grad_on_the_caller_s_tensor_is_caught():
+    def grads_in_place(x):
+        x.requires_grad_(True)
+        return (x * 2).sum()
+
+    with pytest.raises(CheckFailed, match="switched requires_grad on for its input `x`.*copy"):
+        call("task", grads_in_place, torch.randn(3))
+    call("task", lambda x: x.detach().clone().requires_grad_(True) * 2, torch.randn(3))
+
+
+def test_a_module_that_calls_a_shortcut_is_named_in_the_message():
+    with pytest.raises(CheckFailed, match=r"through nn\.RNNCell, which calls it"):
+        call("rnn", lambda x: nn.RNNCell(2, 2)(x), torch.randn(1, 2), forbid=SHORTCUTS["rnn_cell"])

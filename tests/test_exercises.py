@@ -50,7 +50,8 @@ def test_stamp_marks_answers_checks_points_and_instructions():
         v4.new_markdown_cell("## Task 1"),
         v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
         v4.new_code_cell("checks.check_double(double)  # 2 points"),
-        v4.new_code_cell("try:\n    checks.check_double(lambda x: x)\nexcept checks.CheckFailed as e:\n    print(e)"),
+        v4.new_code_cell("try:\n    checks.check_double(lambda x: x)\n"
+                         "except checks.CheckFailed as e:\n    print(e)"),
         v4.new_code_cell("import torch"),
     ])
     cells = make_exercises.stamp(nb).cells
@@ -60,7 +61,8 @@ def test_stamp_marks_answers_checks_points_and_instructions():
     assert meta[2] == {**meta[2], "grade_id": "check-double", "grade": True, "locked": True, "points": 2}
     assert meta[3] is None and meta[4] is None  # a demonstration and plain code: no grading
     with pytest.raises(ValueError, match="must define a function"):
-        make_exercises.stamp(v4.new_notebook(cells=[v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")]))
+        top_level = v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")
+        make_exercises.stamp(v4.new_notebook(cells=[top_level]))
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)

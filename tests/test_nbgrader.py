@@ -72,14 +72,14 @@ def course(tmp_path_factory) -> Path:
     solution = nbformat.read(source / "00_warmup.ipynb", 4)
     answers, solved = answer_cells(warmup), answer_cells(solution)
     answers[0].source = WRONG_SOFTMAX
-    answers[1].source = solved[1].source  # attention_scores: right
+    answers[1].source = solved[1].source  # attention_weights: right
     nbformat.write(warmup, submitted / "00_warmup.ipynb")
 
     mixed = nbformat.read(root / "release" / ASSIGNMENT / f"{MIXED}.ipynb", 4)
     solved = answer_cells(nbformat.read(source / f"{MIXED}.ipynb", 4))
     answers = answer_cells(mixed)
     answers[0].source = solved[0].source  # right
-    for cell, right in zip(answers[2:], solved[2:]):  # wrong: the right code, then a mistake
+    for cell, right in zip(answers[2:], solved[2:], strict=True):  # wrong: right code, then a mistake
         cell.source = right.source.replace("### BEGIN SOLUTION", f"{DELIBERATE}\n    ### BEGIN SOLUTION", 1)
     nbformat.write(mixed, submitted / f"{MIXED}.ipynb")
 
@@ -120,7 +120,7 @@ def _scores(course: Path, notebook: str) -> dict[str, tuple[float, float]]:
 def test_autograde_gives_full_points_for_right_tasks_and_none_for_the_others(course):
     warmup = _scores(course, "00_warmup")
     assert warmup["check-softmax"][0] == 0
-    assert warmup["check-attention_scores"][0] == warmup["check-attention_scores"][1] >= 1
+    assert warmup["check-attention_weights"][0] == warmup["check-attention_weights"][1] >= 1
     mixed = _scores(course, MIXED)
     ids = list(mixed)
     assert mixed[ids[0]][0] == mixed[ids[0]][1] >= 1, mixed  # right

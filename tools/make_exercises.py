@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for src in sorted((ROOT / "solutions").glob("*.ipynb")):
         solution = stamp(nbformat.read(src, as_version=4))
-        for dst, text in ((src, render(solution)), (ROOT / "exercises" / src.name, render(build_exercise(solution)))):
+        outputs = ((src, render(solution)), (ROOT / "exercises" / src.name, render(build_exercise(solution))))
+        for dst, text in outputs:
             if dst.exists() and dst.read_text(encoding="utf-8") == text:
                 continue
             stale.append(dst.relative_to(ROOT))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -87,6 +88,15 @@ SHORTCUTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The modules that call a shortcut inside, named in the message (a learner who wrote
+# nn.RNNCell would not recognise torch._VF.rnn_tanh_cell).
+_CALLED_BY = {
+    "torch.nn.functional:softmax": "nn.Softmax", "torch._VF:rnn_tanh_cell": "nn.RNNCell",
+    "torch._VF:rnn_tanh": "nn.RNN", "torch.nn.functional:layer_norm": "nn.LayerNorm",
+    "torch.nn.functional:multi_head_attention_forward": "nn.MultiheadAttention",
+}
+
+
 def _resolve(path: str) -> tuple[object, str]:
     module, _, attr = path.partition(":")
     owner: object = importlib.import_module(module) if module != "torch._VF" else torch._VF
@@ -97,13 +107,16 @@ def _resolve(path: str) -> tuple[object, str]:
 
 
 @contextlib.contextmanager
-def blocked(task: str, paths: Sequence[str]) -> Iterator[None]:
+def blocked(task: str, paths: Sequence[str], namespaces: Sequence[dict] = ()) -> Iterator[None]:
     """Make each library function in ``paths`` raise CheckFailed while the block runs.
 
     For tasks that ask for something by hand: the shortcut is switched off only during the
-    learner's call and put back afterwards, whatever happens.
+    learner's call and put back afterwards, whatever happens. ``namespaces`` are the learner's
+    global namespaces: a shortcut imported there under its bare name
+    (``from torch.nn.functional import softmax``) is switched off too.
     """
     saved: list[tuple[object, str, bool, object]] = []
+    names_saved: list[tuple[dict, str, object]] = []
     try:
         for path in paths:
             owner, name = _resolve(path)
@@ -111,22 +124,44 @@ def blocked(task: str, paths: Sequence[str]) -> Iterator[None]:
                 continue
             own = isinstance(owner, type) and name in owner.__dict__
             original = owner.__dict__[name] if own else getattr(owner, name)
-            shown = path.replace(":", ".")
+            shown = f"`{path.replace(':', '.')}`"
+            if path in _CALLED_BY:
+                shown += f" (directly, or through {_CALLED_BY[path]}, which calls it)"
 
             def shortcut(*args, _shown=shown, **kwargs):
-                raise _Shortcut(f"{task}: your function called `{_shown}`, which computes the very thing "
+                raise _Shortcut(f"{task}: your code called {_shown}, which computes the very thing "
                                 "this task asks you to write by hand; it is switched off while the check "
                                 "runs your code. Write it from simpler operations (see the task's text).")
 
             saved.append((owner, name, own or not isinstance(owner, type), original))
             setattr(owner, name, shortcut)
+            for namespace in namespaces:
+                for bare, value in list(namespace.items()):
+                    if value is original:
+                        names_saved.append((namespace, bare, value))
+                        namespace[bare] = shortcut
         yield
     finally:
+        for namespace, bare, value in reversed(names_saved):
+            namespace[bare] = value
         for owner, name, restore, original in reversed(saved):
             if restore:
                 setattr(owner, name, original)
             else:
                 delattr(owner, name)
+
+
+def _namespaces(fn: object) -> list[dict]:
+    """The global namespaces the learner's code looks names up in (function, method, module, partial)."""
+    found: list[dict] = []
+    targets = [fn, getattr(fn, "func", None), getattr(fn, "__func__", None)]
+    if isinstance(fn, torch.nn.Module):
+        targets += [getattr(type(fn), "forward", None)]
+    for target in targets:
+        namespace = getattr(target, "__globals__", None)
+        if isinstance(namespace, dict) and not any(namespace is f for f in found):
+            found.append(namespace)
+    return found
 
 
 class _Shortcut(CheckFailed):
@@ -175,13 +210,13 @@ def call(task: str, fn: Callable, *args, forbid: Sequence[str] = (), may_modify:
       taken before the call: an answer that changes its input in place is rejected, except
       the positional arguments whose indices are in ``may_modify``.
     """
-    before = [(name, tensor, tensor.detach().clone())
+    before = [(name, tensor, tensor.detach().clone(), tensor.requires_grad)
               for i, arg in enumerate(args) if i not in may_modify
               for name, tensor in _tensors(arg, f"#{i}")]
-    before += [(name, tensor, tensor.detach().clone())
+    before += [(name, tensor, tensor.detach().clone(), tensor.requires_grad)
                for key, arg in kwargs.items() for name, tensor in _tensors(arg, key)]
     try:
-        with blocked(task, forbid):
+        with blocked(task, forbid, _namespaces(fn) if forbid else ()):
             out = fn(*args, **kwargs)
     except (NotImplementedError, _Shortcut):
         raise
@@ -191,9 +226,14 @@ def call(task: str, fn: Callable, *args, forbid: Sequence[str] = (), may_modify:
         raise CheckFailed(f"{task}: your function raised {type(err).__name__}: {err} "
                           f"(called with {shapes})") from err
     names = _argument_names(fn, args, kwargs)
-    for name, tensor, copy in before:
+    for name, tensor, copy, requires_grad in before:
         same = (tensor.shape == copy.shape and tensor.dtype == copy.dtype
                 and torch.equal(tensor.detach(), copy))
+        if same and tensor.requires_grad != requires_grad:
+            raise CheckFailed(f"{task}: your function switched requires_grad "
+                              f"{'on' if tensor.requires_grad else 'off'} for its input "
+                              f"{_name_of(name, names)}, which changes the caller's tensor; work on a "
+                              "copy instead: x = x.detach().clone().requires_grad_(True).")
         if not same:
             shown = _name_of(name, names)
             raise CheckFailed(f"{task}: your function changed its input {shown} in place (an in-place "
@@ -232,8 +272,11 @@ def unpack(task: str, got: object, names: Sequence[str]) -> tuple:
 
 
 def as_float(task: str, got: object, what: str = "the result") -> float:
-    """A Python number where the task asks for one; a tensor or an array is refused with a hint."""
-    if isinstance(got, bool) or not isinstance(got, (int, float)):
+    """A real number where the task asks for one (int, float, Fraction, a numpy scalar).
+
+    A tensor, an array, a string or a bool is refused, with a hint for the tensor.
+    """
+    if isinstance(got, bool) or not isinstance(got, numbers.Real):
         hint = " (a tensor: use .item())" if isinstance(got, torch.Tensor) else ""
         raise CheckFailed(f"{task}: {what} should be a Python float, got {type(got).__name__}{hint}.")
     return float(got)
@@ -288,7 +331,8 @@ def compare(
         if _kind(want) == "float":
             hint = (f": the inputs are {name}, keep their dtype (a float64 constant or "
                     "torch.tensor(..., dtype=torch.float64) promotes the result; .to(x.dtype) puts it back)")
-        raise CheckFailed(f"{task}: {what} is {str(got.dtype).removeprefix('torch.')}, expected {name}{hint}.")
+        got_name = str(got.dtype).removeprefix("torch.")
+        raise CheckFailed(f"{task}: {what} is {got_name}, expected {name}{hint}.")
     got = got.detach().double() if not got.dtype.is_complex else got.detach()
     expected = expected.detach().double() if not expected.dtype.is_complex else expected.detach()
     if not torch.isfinite(got).all():
