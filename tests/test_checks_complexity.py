@@ -1,6 +1,4 @@
-"""The checks of notebook 09 accept right answers and reject the mistakes learners make, in words."""
-
-from __future__ import annotations
+"""The checks of solutions/09: right answers written differently pass, the usual mistakes are named."""
 
 import math
 
@@ -8,125 +6,143 @@ import numpy as np
 import pytest
 import torch
 
-from transformer_course import checks
+from transformer_course import checks, measure
 from transformer_course.checks import CheckFailed
-from transformer_course.experiments import complexity
-from transformer_course.measure import fit_exponent
 
-# ----------------------------------------------------------------------------- task 1: the exponent
+# ----------------------------------------------------------------------------- task 1: predict
 
 
-def _fit(n, t):
-    return np.polyfit(np.log(n), np.log(t), 1)[0]
+PREDICT_RIGHT = {
+    "a tuple of ints": lambda: (2, 4),
+    "a list of floats": lambda: [2.0, 4.0],
+    "close enough": lambda: (2.1, 3.9),
+}
 
-
-FIT_MISTAKES = {
-    "linear axes": (lambda n, t: np.polyfit(n, t, 1)[0], "raw \\(n, t\\) values.*log-log"),
-    "log10 of n, ln of t": (lambda n, t: np.polyfit(np.log10(n), np.log(t), 1)[0], "different bases.*2.303"),
-    "ln of n, log10 of t": (lambda n, t: np.polyfit(np.log(n), np.log10(t), 1)[0], "different bases.*1 / ln"),
-    "the intercept": (lambda n, t: np.polyfit(np.log(n), np.log(t), 1)[1], "returned the intercept"),
-    "axes swapped": (lambda n, t: np.polyfit(np.log(t), np.log(n), 1)[0], "gives 1 / p"),
-    "only t logged": (lambda n, t: np.polyfit(n, np.log(t), 1)[0], "only the times were logged"),
-    "two points": (lambda n, t: np.log(t[-1] / t[0]) / np.log(n[-1] / n[0]), "only the first and the last"),
-    "both coefficients": (lambda n, t: np.polyfit(np.log(n), np.log(t), 1),
-                          "got two values.*return the slope"),
-    "a string": (lambda n, t: "2", "should be a number, got str"),
-    "a wrong number": (lambda n, t: 1.0, "got 1, expected"),
-    "crashes on arrays": (lambda n, t: math.log(n), "your function raised TypeError"),
+PREDICT_MISTAKES = {
+    "n^2 everywhere": (lambda: (4, 4), "from n = 8 to 16 .* still tiny at n = 8"),
+    "n everywhere": (lambda: (2, 2), "from n = 1024 to 2048 .* dwarf the \\(n, d_model\\) activations"),
+    "exponents": (lambda: (1, 2), "you answered with exponents"),
+    "cubic at large n": (lambda: (2, 8), "x8 would be n\\^3: one weight per \\(query, key\\) pair"),
+    "cubic at small n": (lambda: (8, 4), "from n = 8 to 16 .* x8 would be n\\^3"),
+    "a guess": (lambda: (3, 4), "which tensors take most of the memory at n = 8"),
+    "one number": (lambda: 4, "return 2 values \\(small, large\\)"),
+    "tensors": (lambda: (torch.tensor(2.0), torch.tensor(4.0)), "use .item\\(\\)"),
+    "strings": (lambda: ("2", "4"), "should be a Python float, got str"),
 }
 
 
-def test_fit_check_accepts_right_answers(capsys):
-    assert checks.check_fit_power_law(_fit)
-    assert checks.check_fit_power_law(fit_exponent)
-    assert checks.check_fit_power_law(lambda n, t: np.polyfit(np.log10(n), np.log10(t), 1)[0])  # any one base
-    assert checks.check_fit_power_law(lambda n, t: torch.tensor(_fit(n, t)))
-    assert "[x] fit_power_law" in capsys.readouterr().out
+@pytest.mark.parametrize("name", PREDICT_RIGHT)
+def test_predict_check_accepts_right_answers(name, capsys):
+    assert checks.check_predict_memory_growth(PREDICT_RIGHT[name])
+    assert "[x] predict_memory_growth" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", FIT_MISTAKES)
-def test_fit_check_rejects_mistakes(name):
-    fn, message = FIT_MISTAKES[name]
+@pytest.mark.parametrize("name", PREDICT_MISTAKES)
+def test_predict_check_names_the_mistake(name):
+    fn, message = PREDICT_MISTAKES[name]
     with pytest.raises(CheckFailed, match=message):
-        checks.check_fit_power_law(fn)
+        checks.check_predict_memory_growth(fn)
 
 
-# ----------------------------------------------------------------------------- task 2: bytes
-
-def _size(dtype):
-    return torch.finfo(dtype).bits // 8
+# ----------------------------------------------------------------------------- task 2: measure
 
 
-BYTES_MISTAKES = {
-    "no batch": (lambda B, H, n, dt: H * n * n * _size(dt), "batch dimension is missing"),
-    "no heads": (lambda B, H, n, dt: B * n * n * _size(dt), "heads are missing"),
-    "n, not n squared": (lambda B, H, n, dt: B * H * n * _size(dt), "the length counts once"),
-    "elements": (lambda B, H, n, dt: B * H * n * n, "number of elements"),
-    "bits": (lambda B, H, n, dt: B * H * n * n * torch.finfo(dt).bits, "bits, not bytes"),
-    "float32 as 8 bytes": (lambda B, H, n, dt: B * H * n * n * 8,
-                           "torch.float32 takes 4 bytes per element, not 8"),
-    "4 bytes for every dtype": (lambda B, H, n, dt: B * H * n * n * 4,
-                                "torch.float16 takes 2 bytes per element, not 4"),
-    "d_head instead of n": (lambda B, H, n, dt: B * H * n * 16 * _size(dt),
-                            "got 6720, expected 2940 = B \\* H \\* n \\* n"),
-    "returns a tensor": (lambda B, H, n, dt: torch.zeros(B, H, n, n, dtype=dt),
-                         "should be one number, got an array of shape \\(3, 5, 7, 7\\)"),
+def measured(forward, d_model, lengths, *, inside=False, batch=1):
+    peaks = []
+    for n in lengths:
+        if inside:  # x made inside the measured call: its bytes count too
+            peaks.append(measure.peak_memory(lambda n=n: forward(torch.zeros(batch, n, d_model))))
+            continue
+        x = torch.zeros(batch, n, d_model)
+        peaks.append(measure.peak_memory(lambda x=x: forward(x)))
+    return peaks
+
+
+def growth(*, regime="4d", fit="ln", conclude="last", unit=2**30, peaks_as=list, inside=False, batch=1,
+           exponent_as=float):
+    """A learner's memory_growth: the defaults give the right answer, each option a mistake or a variant."""
+    def memory_growth(forward, d_model, lengths):
+        peaks = measured(forward, d_model, lengths, inside=inside, batch=batch)
+        pick = {"4d": [i for i, n in enumerate(lengths) if n >= 4 * d_model],
+                "last 4": list(range(len(lengths)))[-4:], "all": list(range(len(lengths)))}[regime]
+        n = np.array([lengths[i] for i in pick], dtype=float)
+        p = np.array([peaks[i] for i in pick], dtype=float)
+        slope = {"ln": lambda: np.polyfit(np.log(n), np.log(p), 1)[0],
+                 "log10": lambda: np.polyfit(np.log10(n), np.log10(p), 1)[0],
+                 "log10 n, ln p": lambda: np.polyfit(np.log10(n), np.log(p), 1)[0],
+                 "ln n, log10 p": lambda: np.polyfit(np.log(n), np.log10(p), 1)[0],
+                 "swapped": lambda: np.polyfit(np.log(p), np.log(n), 1)[0],
+                 "raw": lambda: np.polyfit(n, p, 1)[0],
+                 "two": lambda: 2.0,
+                 "package": lambda: measure.fit_exponent(n, p)}[fit]()
+        far = 32768
+        with np.errstate(over="ignore"):  # a slope fitted to the raw numbers is huge
+            gib = {"last": lambda: peaks[-1] * (far / lengths[-1]) ** slope,
+                   "line": lambda: math.exp(np.polyval(np.polyfit(np.log(n), np.log(p), 1), math.log(far))),
+                   "squared": lambda: peaks[-1] * (far / lengths[-1]) ** 2,
+                   "first": lambda: peaks[0] * (far / lengths[0]) ** slope,
+                   "times": lambda: peaks[-1] * far / lengths[-1] * slope}[conclude]() / unit
+        return peaks_as(peaks), exponent_as(slope), gib
+    return memory_growth
+
+
+def growth_two_point(forward, d_model, lengths):
+    """A loop, a two-point slope over n >= 8 d_model, peaks as a tensor, a list returned."""
+    peaks = torch.tensor(measured(forward, d_model, lengths))
+    big = [i for i, n in enumerate(lengths) if n >= 8 * d_model]
+    slope = math.log2(peaks[big[-1]] / peaks[big[0]]) / math.log2(lengths[big[-1]] / lengths[big[0]])
+    return [peaks, slope, peaks[-1].item() * (32768 / lengths[-1]) ** slope / 2**30]
+
+
+MEASURE_RIGHT = {
+    "the solution": growth(),
+    "log10 on both axes, last 4 points, a numpy array": growth(fit="log10", regime="last 4",
+                                                               peaks_as=np.array),
+    "the package's fit, extrapolated along the fitted line": growth(fit="package", conclude="line"),
+    "a tensor of peaks, a two-point slope": growth_two_point,
+    "exponent as a numpy float": growth(exponent_as=np.float64),
+}
+
+MEASURE_MISTAKES = {
+    "fitted across both regimes": (growth(regime="all"), "through all the lengths, across both regimes"),
+    "log10 of n, ln of the peaks": (growth(fit="log10 n, ln p"), "different bases .* off by ln\\(10\\)"),
+    "ln of n, log10 of the peaks": (growth(fit="ln n, log10 p"), "different bases .* off by 1 / ln\\(10\\)"),
+    "axes swapped": (growth(fit="swapped"), "gives 1 / p"),
+    "raw numbers": (growth(fit="raw"), "fitted a line to the raw numbers"),
+    "the expected exponent": (growth(fit="two"), "feed-forward .* exponent is 2.000.* Did you write down"),
+    "x made inside": (growth(inside=True), "larger by the bytes of x"),
+    "MiB": (growth(peaks_as=lambda p: [v / 2**20 for v in p]), "you returned MiB"),
+    "batch 2": (growth(batch=2), "about twice the check's at every n, as for a batch of 2"),
+    "wrong order": (growth(peaks_as=lambda p: p[::-1]), "the right numbers in the wrong order"),
+    "bytes, not GiB": (growth(unit=1), "that is bytes"),
+    "GB, not GiB": (growth(unit=1e9), "that is GB"),
+    "extrapolated with 2": (growth(conclude="squared"), "extrapolated with the exponent 2"),
+    "extrapolated from the smallest length": (growth(conclude="first"), "from the smallest length"),
+    "multiplied by the exponent": (growth(conclude="times"), "multiplied by exponent"),
+    "exponent as a tensor": (growth(exponent_as=torch.tensor), "use .item\\(\\)"),
+    "both coefficients": (growth(exponent_as=lambda s: np.array([s, 1.0])), "should be a Python float"),
+    "peaks as 0-d tensors": (growth(peaks_as=lambda p: [torch.tensor(v) for v in p]),
+                             "should hold numbers, one per length, got a Tensor \\(use .item\\(\\)"),
+    "two values": (lambda f, d, n: (measured(f, d, n), 2.0), "return 3 values \\(peaks, exponent, gib\\)"),
+    "crashes": (lambda f, d, n: f(torch.zeros(n[0], d)), "your function raised"),
 }
 
 
-def test_bytes_check_accepts_right_answers(capsys):
-    assert checks.check_attention_weight_bytes(complexity.attention_weight_bytes)
-    def from_a_tensor(B, H, n, dt):
-        weights = torch.empty(B, H, n, n, dtype=dt)
-        return weights.nelement() * weights.element_size()
-
-    assert checks.check_attention_weight_bytes(from_a_tensor)
-    assert "[x] attention_weight_bytes" in capsys.readouterr().out
+@pytest.mark.parametrize("name", MEASURE_RIGHT)
+def test_measure_check_accepts_right_answers(name, capsys):
+    assert checks.check_memory_growth(MEASURE_RIGHT[name])
+    assert "[x] memory_growth" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", BYTES_MISTAKES)
-def test_bytes_check_rejects_mistakes(name):
-    fn, message = BYTES_MISTAKES[name]
+@pytest.mark.parametrize("name", MEASURE_MISTAKES)
+def test_measure_check_names_the_mistake(name):
+    fn, message = MEASURE_MISTAKES[name]
     with pytest.raises(CheckFailed, match=message):
-        checks.check_attention_weight_bytes(fn)
+        checks.check_memory_growth(fn)
 
 
-# ----------------------------------------------------------------------------- task 3: path length
-
-def _path(kind, n, k, *, rec=0, conv="ceil", att=None, at_least_one=True):
-    """A learner's path length: the defaults give the right answer, each option one mistake."""
-    if kind == "recurrent":
-        return n + rec
-    if kind == "attention":
-        return 1 if att is None else att(n)
-    value = {"ceil": math.ceil((n - 1) / (k - 1)), "floor": (n - 1) // (k - 1), "k": math.ceil((n - 1) / k),
-             "log": math.ceil(math.log(max(n, 2), k))}[conv]
-    return max(1, value) if at_least_one else value
-
-
-PATH_MISTAKES = {
-    "recurrent off by one": (lambda *a: _path(*a, rec=-1), "off by one: x_0 enters at the first step"),
-    "recurrent one too many": (lambda *a: _path(*a, rec=1), "one position per step"),
-    "attention grows with n": (lambda *a: _path(*a, att=lambda n: n), "1 layer, whatever n"),
-    "convolution rounded down": (lambda *a: _path(*a, conv="floor"), "round up"),
-    "convolution reaches k back": (lambda *a: _path(*a, conv="k"), "k - 1 positions back"),
-    "convolution zero layers": (lambda *a: _path(*a, at_least_one=False), "at least one layer"),
-    "dilated convolution": (lambda *a: _path(*a, conv="log"), "dilated convolution"),
-    "a float": (lambda *a: float(_path(*a)), "return a whole number of layers as an int"),
-    "unknown kind": (lambda kind, n, k: {"recurrent": n, "attention": 1}[kind], "raised KeyError"),
-}
-
-
-def test_path_check_accepts_right_answers(capsys):
-    assert checks.check_path_length(complexity.expected_path_length)
-    assert checks.check_path_length(_path)
-    assert "[x] path_length" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("name", PATH_MISTAKES)
-def test_path_check_rejects_mistakes(name):
-    fn, message = PATH_MISTAKES[name]
-    with pytest.raises(CheckFailed, match=message):
-        checks.check_path_length(fn)
-
-
+def test_the_checks_leave_the_global_random_state_alone():
+    before = torch.random.get_rng_state()
+    checks.check_predict_memory_growth(PREDICT_RIGHT["a tuple of ints"])
+    checks.check_memory_growth(MEASURE_RIGHT["the solution"])
+    assert torch.equal(torch.random.get_rng_state(), before)

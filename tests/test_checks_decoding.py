@@ -1,10 +1,13 @@
 """The checks of solutions/08: right answers pass, the usual mistakes are named."""
 
+import math
+
 import pytest
 import torch
 
 from transformer_course import checks
 from transformer_course.checks import CheckFailed
+from transformer_course.data import EOS, PAD
 
 # --- the decoder's self-attention mask ------------------------------------------------------
 
@@ -56,8 +59,32 @@ def mask_pad_zero_hardcoded(tgt, pad_id):
     return mask_right(tgt, 0)
 
 
-def test_decoder_mask_accepts_the_right_answer(capsys):
-    assert checks.check_decoder_mask(mask_right)
+def mask_loops(tgt, pad_id):
+    B, T = tgt.shape
+    rows = [[[[s <= t and int(tgt[b, s]) != pad_id for s in range(T)] for t in range(T)]] for b in range(B)]
+    return torch.tensor(rows, dtype=torch.bool).reshape(B, 1, T, T)
+
+
+def mask_arange(tgt, pad_id):
+    T = tgt.shape[1]
+    pos = torch.arange(T)
+    return (pos[None, :] <= pos[:, None]).unsqueeze(0).unsqueeze(0) & tgt.ne(pad_id).view(-1, 1, 1, T)
+
+
+def mask_not_triu(tgt, pad_id):
+    T = tgt.shape[1]
+    future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    return ~(future | (tgt == pad_id)[:, None, None, :])
+
+
+def mask_in_place(tgt, pad_id):
+    T = tgt.shape[1]
+    return torch.tril(torch.ones(T, T, dtype=torch.bool)) & tgt.ne_(pad_id).bool()[:, None, None, :]
+
+
+@pytest.mark.parametrize("fn", [mask_right, mask_loops, mask_arange, mask_not_triu])
+def test_decoder_mask_accepts_right_answers_written_differently(fn, capsys):
+    assert checks.check_decoder_mask(fn)
     assert "[x] decoder_mask" in capsys.readouterr().out
 
 
@@ -71,92 +98,209 @@ def test_decoder_mask_accepts_the_right_answer(capsys):
     (mask_float, "boolean"),
     (mask_no_head_axis, r"\(B, 1, T, T\)"),
     (mask_pad_zero_hardcoded, "use the pad_id argument"),
+    (mask_in_place, "changed its input `tgt` in place"),
 ])
 def test_decoder_mask_names_the_mistake(fn, message):
     with pytest.raises(CheckFailed, match=message):
         checks.check_decoder_mask(fn)
 
 
-# --- one step of beam search ----------------------------------------------------------------
+# --- one step of beam search: the scores, the (beam, token) pairs and the reordered state -------
 
 
-def beam_right(scores, log_probs, k):
-    B, K, V = log_probs.shape
-    total = (scores[..., None] + log_probs).reshape(B, K * V)  # (B, K * V)
-    new, idx = total.topk(k, dim=-1)
-    return new, idx // V, idx % V
+def beam_right(scores, lengths, finished, log_probs, state, alpha):
+    K, V = log_probs.shape
+    carry = torch.full((V,), -math.inf)
+    carry[PAD] = 0.0  # a finished beam: one candidate, <pad>, at no cost
+    total = scores[:, None] + torch.where(finished[:, None], carry, log_probs)  # (K, V)
+    length = lengths + (~finished).long()  # (K,) the candidates' lengths
+    rank = total / length[:, None].float() ** alpha  # (K, V)
+    _, index = rank.flatten().topk(K)  # (K,) best first
+    beam, token = index // V, index % V
+    return total.flatten()[index], beam, token, state[beam]
 
 
-def beam_no_running_score(scores, log_probs, k):
-    return beam_right(torch.zeros_like(scores), log_probs, k)
+def beam_variant(*, finished="carry", running=True, normalise=True, longer=1, finished_longer=0, split=None,
+                 order="best", returned="sums", reorder="beam", ids=None, finished_normalised=True):
+    """The right answer with one switch turned: each switch is one usual mistake."""
+    def step(scores, lengths, finished_, log_probs, state, alpha):
+        K, V = log_probs.shape
+        carry = torch.full((V,), -math.inf)
+        carry[PAD] = 0.0
+        per_token = {"carry": torch.where(finished_[:, None], carry, log_probs), "expand": log_probs,
+                     "zero": log_probs.masked_fill(finished_[:, None], 0.0),
+                     "drop": log_probs.masked_fill(finished_[:, None], -math.inf)}[finished]
+        total = (scores[:, None] if running else 0.0) + per_token  # (K, V)
+        length = lengths + torch.where(finished_, finished_longer, longer)
+        rank = total / length[:, None].float() ** alpha if normalise else total
+        if not finished_normalised:
+            rank = torch.where(finished_[:, None], total, rank)
+        _, index = rank.flatten().topk(K)
+        if order == "sums":  # the right set, sorted by the plain sums
+            index = index[total.flatten()[index].argsort(descending=True)]
+        elif order == "worst":
+            index = index.flip(0)
+        per_beam = V if split is None else split(K, V)
+        beam, token = index // per_beam, index % per_beam
+        new = total.flatten()[index]
+        if returned == "ranks":
+            new = rank.flatten()[index]
+        elif returned == "float64":
+            new = new.double()
+        elif returned == "by position":  # each candidate gets the score of the beam at its position
+            new = scores + per_token.flatten()[index]
+        new_state = {"beam": lambda: state[beam], "none": lambda: state.clone(),
+                     "token": lambda: state[token], "axis 1": lambda: state[:, beam]}[reorder]()
+        if ids is not None:
+            beam, token = ids(beam), ids(token)
+        return new, beam, token, new_state
+    return step
 
 
-def beam_per_beam(scores, log_probs, k):
-    B, K, V = log_probs.shape
-    new, token = (scores[..., None] + log_probs).topk(k, dim=-1)  # (B, K, k)
-    beam = torch.arange(K)[None, :, None].expand(B, K, k)
-    return new.reshape(B, -1), beam.reshape(B, -1), token.reshape(B, -1)
+def beam_per_beam(scores, lengths, finished, log_probs, state, alpha):
+    K, V = log_probs.shape
+    new, token = (scores[:, None] + log_probs).topk(K, dim=-1)  # (K, K): the best K of each beam
+    beam = torch.arange(K)[:, None].expand(K, K)
+    return new.flatten(), beam.flatten(), token.flatten(), state[beam.flatten()]
 
 
-def beam_swapped(scores, log_probs, k):
-    new, beam, token = beam_right(scores, log_probs, k)
-    return new, token, beam
+def beam_per_beam_clamped(scores, lengths, finished, log_probs, state, alpha):
+    K, V = log_probs.shape
+    new, token = (scores[:, None] + log_probs).topk(min(K, V), dim=-1)  # (K, min(K, V))
+    beam = torch.arange(K)[:, None].expand_as(token)
+    return new.flatten(), beam.flatten(), token.flatten(), state[beam.flatten()]
 
 
-def beam_wrong_token(scores, log_probs, k):
-    B, K, V = log_probs.shape
-    new, idx = (scores[..., None] + log_probs).reshape(B, K * V).topk(k, dim=-1)
-    return new, idx // V, idx // K
+def beam_in_place_state(scores, lengths, finished, log_probs, state, alpha):
+    new, beam, token, _ = beam_right(scores, lengths, finished, log_probs, state, alpha)
+    state[:] = state[beam].clone()
+    return new, beam, token, state
 
 
-def beam_ascending(scores, log_probs, k):
-    new, beam, token = beam_right(scores, log_probs, k)
-    return new.flip(-1), beam.flip(-1), token.flip(-1)
+def beam_in_place_mask(scores, lengths, finished, log_probs, state, alpha):
+    log_probs[finished] = -math.inf
+    log_probs[finished, PAD] = 0.0
+    return beam_right(scores, lengths, finished, log_probs, state, alpha)
 
 
-def beam_float_ids(scores, log_probs, k):
-    new, beam, token = beam_right(scores, log_probs, k)
-    return new, beam.float(), token.float()
+def beam_swapped(scores, lengths, finished, log_probs, state, alpha):
+    new, beam, token, new_state = beam_right(scores, lengths, finished, log_probs, state, alpha)
+    return new, token, beam, new_state
 
 
-def test_beam_step_accepts_the_right_answer(capsys):
-    assert checks.check_beam_step(beam_right)
-    assert "[x] beam_step" in capsys.readouterr().out
+def beam_three_values(scores, lengths, finished, log_probs, state, alpha):
+    return beam_right(scores, lengths, finished, log_probs, state, alpha)[:3]
 
 
-@pytest.mark.parametrize("fn, message", [
-    (beam_no_running_score, "running scores"),
-    (beam_per_beam, "top k of each beam"),
-    (beam_swapped, "swapped"),
-    (beam_wrong_token, "token ids are not"),
-    (beam_ascending, "not sorted best first"),
-    (beam_float_ids, "integer ids"),
-])
-def test_beam_step_names_the_mistake(fn, message):
+BEAM_MISTAKES = {
+    "finished beams expanded": (beam_variant(finished="expand"), "is finished .* extended it by token"),
+    "finished beams expanded at no cost": (beam_variant(finished="zero"), "finished beam 1 was kept 5 times"),
+    "finished beams dropped": (beam_variant(finished="drop"), "you dropped the finished beams"),
+    "state not reordered": (beam_variant(reorder="none"), "the state was not reordered"),
+    "state reordered by token": (beam_variant(reorder="token"), "reordered by the token ids"),
+    "flat index split with K": (beam_variant(split=lambda K, V: K), "split the flat index with K"),
+    "beam and token swapped": (beam_swapped, "beam and token are swapped"),
+    "ids split with K, worst first": (beam_variant(split=lambda K, V: K, order="worst"),
+                                      "split the flat index with K"),  # the ids are diagnosed first
+    "no length normalisation": (beam_variant(normalise=False), "ranked the candidates by their plain sums"),
+    "old length for extensions": (beam_variant(longer=0), "one token longer"),
+    "finished beams lengthened": (beam_variant(finished_longer=1), "lengthened the finished beams"),
+    "no running score": (beam_variant(running=False), "token's log-probability alone"),
+    "best of each beam": (beam_per_beam, r"best 8 of all K x V candidates at once"),
+    "best of each beam, at most V": (beam_per_beam_clamped,
+                                     "That is 5 per beam: you took the best of EACH beam"),
+    "finished beams ranked by plain sums": (beam_variant(finished_normalised=False),
+                                            "normalised the extended candidates only"),
+    "scores by position, not by beam": (beam_variant(returned="by position"),
+                                        r"the new scores .* differs from the reference: at index \(\d+,\)"),
+    "state reordered along axis 1": (beam_variant(reorder="axis 1"),
+                                     r"raised IndexError: .* one row per beam, on axis 0: state\[beam\]"),
+    "ranking scores returned": (beam_variant(returned="ranks"), "returned the ranking scores"),
+    "worst first": (beam_variant(order="worst"), "not sorted best first"),
+    "sorted by the plain sums": (beam_variant(order="sums"),
+                                 "right candidates, but in the wrong order: .* plain sums"),
+    "float ids": (beam_variant(ids=lambda i: i.float()), "should hold integer ids, got float32"),
+    "float64 scores": (beam_variant(returned="float64"), "is float64, expected float32"),
+    "state reordered in place": (beam_in_place_state, "changed its input `state` in place"),
+    "log-probs masked in place": (beam_in_place_mask, "changed its input `log_probs` in place"),
+    "three values": (beam_three_values, r"return 4 values \(new_scores, beam, token, new_state\); got 3"),
+}
+
+
+@pytest.mark.parametrize("name", BEAM_MISTAKES)
+def test_beam_step_names_the_mistake(name):
+    fn, message = BEAM_MISTAKES[name]
     with pytest.raises(CheckFailed, match=message):
         checks.check_beam_step(fn)
 
 
-# --- length normalisation -------------------------------------------------------------------
+def test_beam_step_gives_each_mistake_its_own_message():
+    messages = {}
+    for fn, expected in BEAM_MISTAKES.values():
+        with pytest.raises(CheckFailed) as err:
+            checks.check_beam_step(fn)
+        messages.setdefault(expected, set()).add(str(err.value))
+    every = [m for found in messages.values() for m in found]
+    assert len(set(every)) == len(every) == len(messages)  # one message per expected pattern, no two alike
 
 
-def norm_right(log_probs, lengths, alpha):
-    return log_probs / lengths.float() ** alpha
+def beam_float64(scores, lengths, finished, log_probs, state, alpha):
+    new, beam, token, new_state = beam_right(scores.double(), lengths, finished, log_probs.double(),
+                                             state, alpha)
+    return new.to(scores.dtype), beam, token, new_state
 
 
-@pytest.mark.parametrize("fn, message", [
-    (lambda lp, n, a: lp, "plain sums"),
-    (lambda lp, n, a: lp / n, "ignoring alpha"),
-    (lambda lp, n, a: lp * n.float() ** a, "multiplied"),
-    (lambda lp, n, a: lp / (n * a) if a else lp, r"length \* alpha"),
-    (lambda lp, n, a: lp.exp() / n.float() ** a, "probabilities"),
-    (lambda lp, n, a: (lp / n.float() ** a)[:, :1], "wrong shape"),
-])
-def test_length_normalise_names_the_mistake(fn, message):
-    with pytest.raises(CheckFailed, match=message):
-        checks.check_length_normalise(fn)
+def beam_loops(scores, lengths, finished, log_probs, state, alpha):
+    """Python loops over beams and tokens, a sorted list, a list returned, the state stacked row by row."""
+    K, V = log_probs.shape
+    candidates = []  # (ranking score, sum, beam, token)
+    for b in range(K):
+        if finished[b]:
+            candidates.append((scores[b] / lengths[b] ** alpha, scores[b], b, EOS))
+            continue
+        for t in range(V):
+            total = scores[b] + log_probs[b, t]
+            candidates.append((total / (lengths[b] + 1) ** alpha, total, b, t))
+    best = sorted(candidates, key=lambda c: -c[0].item())[:K]
+    beam = torch.tensor([c[2] for c in best])
+    return [torch.stack([c[1] for c in best]), beam, torch.tensor([c[3] for c in best]),
+            torch.stack([state[b] for b in beam])]
 
 
-def test_length_normalise_accepts_the_right_answer(capsys):
-    assert checks.check_length_normalise(norm_right)
-    assert "[x] length_normalise" in capsys.readouterr().out
+def beam_gather(scores, lengths, finished, log_probs, state, alpha):
+    """masked_fill, argsort, floor division, gather for the state, int32 ids."""
+    K, V = log_probs.shape
+    step = log_probs.masked_fill(finished.unsqueeze(1), float("-inf"))
+    step[:, PAD] = torch.where(finished, 0.0, log_probs[:, PAD])
+    total = scores.unsqueeze(1) + step  # (K, V)
+    rank = total / (lengths + 1 - finished.long()).unsqueeze(1).to(total.dtype).pow(alpha)
+    index = rank.view(-1).argsort(descending=True, stable=True)[:K]
+    beam = torch.div(index, V, rounding_mode="floor").int()
+    token = (index - beam * V).int()
+    new_state = state.gather(0, beam.long()[:, None, None].expand(-1, *state.shape[1:]))
+    return total.view(-1).gather(0, index), beam, token, new_state
+
+
+def beam_other_ties(scores, lengths, finished, log_probs, state, alpha):
+    """Ties broken the other way: the beams searched from the last, index_select for the state."""
+    K, V = log_probs.shape
+    new, beam, token, _ = beam_right(scores.flip(0), lengths.flip(0), finished.flip(0), log_probs.flip(0),
+                                     state, alpha)
+    beam = K - 1 - beam
+    return new, beam, token, state.index_select(0, beam)
+
+
+@pytest.mark.parametrize("fn", [beam_right, beam_float64, beam_loops, beam_gather, beam_other_ties,
+                                beam_variant(ids=lambda i: i.to(torch.int32))],
+                         ids=["topk", "float64 inside", "loops", "gather", "other tie-breaks", "int32 ids"])
+def test_beam_step_accepts_right_answers_written_differently(fn, capsys):
+    assert checks.check_beam_step(fn)
+    assert "[x] beam_step" in capsys.readouterr().out
+
+
+def test_beam_step_right_answers_break_ties_differently():
+    # the inputs hold ties at the boundary of the K best: the answers above choose differently there
+    from transformer_course.checks.decoding import _beam_cases
+    case = _beam_cases()[0]
+    args = (case.scores, case.lengths, case.finished, case.log_probs, case.cache, case.alpha)
+    assert not torch.equal(beam_right(*args)[1], beam_other_ties(*args)[1])

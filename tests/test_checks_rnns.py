@@ -1,98 +1,35 @@
-"""The checks of exercise 01 accept the right answers and name each typical mistake."""
+"""The checks of exercise 01 name each typical mistake and accept right answers written differently."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from transformer_course import checks
 from transformer_course.checks import CheckFailed
 
-# --- task 1: the cell -----------------------------------------------------------------------
+# --- task 1: the RNN, one cell unrolled over time ---------------------------------------------
 
 
 def good_cell(x, h, W_ih, W_hh, b_ih, b_hh):
     return torch.tanh(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh)
 
 
-def no_tanh(x, h, W_ih, W_hh, b_ih, b_hh):
-    return x @ W_ih.T + b_ih + h @ W_hh.T + b_hh
+def _unrolled(cell):
+    """An unroll that is right except for its ``cell``."""
+    def unroll(x, h0, *w):
+        h, outs = h0, []
+        for t in range(x.shape[1]):
+            h = cell(x[:, t], h, *w)
+            outs.append(h)
+        return torch.stack(outs, dim=1), h
+    return unroll
 
 
-def sigmoid_cell(x, h, W_ih, W_hh, b_ih, b_hh):
-    return torch.sigmoid(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh)
-
-
-def w_hh_transposed(x, h, W_ih, W_hh, b_ih, b_hh):
-    return torch.tanh(x @ W_ih.T + b_ih + h @ W_hh + b_hh)
-
-
-def w_ih_transposed(x, h, W_ih, W_hh, b_ih, b_hh):
-    return torch.tanh(x @ W_ih + b_ih + h @ W_hh.T + b_hh)
-
-
-def w_hh_on_x(x, h, W_ih, W_hh, b_ih, b_hh):
-    return torch.tanh(x @ W_hh.T + b_ih + h @ W_ih.T + b_hh)
-
-
-def no_bias_hh(x, h, W_ih, W_hh, b_ih, b_hh):
-    return torch.tanh(x @ W_ih.T + b_ih + h @ W_hh.T)
-
-
-def no_biases(x, h, W_ih, W_hh, b_ih, b_hh):
-    return torch.tanh(x @ W_ih.T + h @ W_hh.T)
-
-
-def ignores_h(x, h, W_ih, W_hh, b_ih, b_hh):
-    return torch.tanh(x @ W_ih.T + b_ih + b_hh)
-
-
-def cell_returns_numpy(x, h, W_ih, W_hh, b_ih, b_hh):
-    return good_cell(x, h, W_ih, W_hh, b_ih, b_hh).numpy()
-
-
-@pytest.mark.parametrize("wrong, message", [
-    (no_tanh, "forgot the tanh"),
-    (sigmoid_cell, "used a sigmoid"),
-    (w_hh_transposed, r"W_hh is used transposed.*h @ W_hh\.T"),
-    (w_ih_transposed, r"W_ih is used transposed.*x @ W_ih\.T"),
-    (w_hh_on_x, "the weights are swapped: W_ih multiplies the input x"),
-    (no_bias_hh, "the bias b_hh is missing"),
-    (no_biases, "both biases b_ih and b_hh are missing"),
-    (ignores_h, "the previous state h is ignored"),
-    (cell_returns_numpy, "should be a torch.Tensor, got ndarray"),
-])
-def test_check_rnn_cell_rejects_each_typical_mistake(wrong, message):
-    with pytest.raises(CheckFailed, match=message):
-        checks.check_rnn_cell(wrong)
-
-
-def test_check_rnn_cell_accepts_the_right_answer(capsys):
-    assert checks.check_rnn_cell(good_cell)
-    assert capsys.readouterr().out.startswith("[x] rnn_cell: correct")
-
-
-def test_check_rnn_cell_accepts_the_package_cell():
-    from transformer_course.rnn import RNNCell
-
-    def via_module(x, h, W_ih, W_hh, b_ih, b_hh):
-        cell = RNNCell(x.shape[1], h.shape[1])
-        with torch.no_grad():
-            for name, w in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), (W_ih, W_hh, b_ih, b_hh),
-                               strict=True):
-                getattr(cell, name).copy_(w)
-        return cell(x, h)
-
-    assert checks.check_rnn_cell(via_module)
-
-
-# --- task 2: the unrolled RNN ---------------------------------------------------------------
-
-
-def good_unroll(x, h0, W_ih, W_hh, b_ih, b_hh):
-    h, outs = h0, []
-    for t in range(x.shape[1]):
-        h = good_cell(x[:, t], h, W_ih, W_hh, b_ih, b_hh)
-        outs.append(h)
-    return torch.stack(outs, dim=1), h
+good_unroll = _unrolled(good_cell)
 
 
 def stacked_on_time_first(x, h0, *w):
@@ -113,43 +50,139 @@ def always_from_h0(x, h0, *w):
     return torch.stack(outs, dim=1), outs[-1]
 
 
-def starts_from_zeros(x, h0, *w):
-    return good_unroll(x, torch.zeros_like(h0), *w)
+def overwrites_h0(x, h0, *w):
+    h, outs = h0, []
+    for t in range(x.shape[1]):
+        h[:] = good_cell(x[:, t], h, *w)  # writes into h0 itself
+        outs.append(h.clone())
+    return torch.stack(outs, dim=1), h
 
 
-def returns_h0_as_final(x, h0, *w):
-    return good_unroll(x, h0, *w)[0], h0
+def via(module_cls):
+    """An unroll that loads the weights into ``module_cls`` (nn.RNNCell or the package's RNNCell)."""
+    def unroll(x, h0, W_ih, W_hh, b_ih, b_hh):
+        cell = module_cls(x.shape[-1], h0.shape[-1])
+        with torch.no_grad():
+            for name, w in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), (W_ih, W_hh, b_ih, b_hh),
+                               strict=True):
+                getattr(cell, name).copy_(w)
+        return _unrolled(lambda xt, h, *_: cell(xt, h))(x, h0)
+    return unroll
 
 
-def returns_first_state_as_final(x, h0, *w):
-    outputs, _ = good_unroll(x, h0, *w)
-    return outputs, outputs[:, 0]
+def via_nn_rnn(x, h0, W_ih, W_hh, b_ih, b_hh):
+    rnn = nn.RNN(x.shape[-1], h0.shape[-1], batch_first=True)
+    with torch.no_grad():
+        for name, w in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), (W_ih, W_hh, b_ih, b_hh),
+                           strict=True):
+            getattr(rnn, f"{name}_l0").copy_(w)
+    outputs, h = rnn(x, h0[None])
+    return outputs, h[0]
 
 
-def returns_only_outputs(x, h0, *w):
-    return good_unroll(x, h0, *w)[0]
+def via_rnn_tanh_cell(x, h0, *w):
+    return _unrolled(lambda xt, h, *ws: torch.rnn_tanh_cell(xt, h, *ws))(x, h0, *w)
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (stacked_on_time_first, r"= \(T, B, H\): stack the states along the time axis, dim=1"),
-    (stores_state_before_step, "shifted by one step"),
-    (always_from_h0, "every step starts from h0"),
-    (starts_from_zeros, "you started from zeros"),
-    (returns_h0_as_final, "h_T is h0"),
-    (returns_first_state_as_final, "h_T is the state after the first step"),
-    (returns_only_outputs, r"return a pair \(outputs, h_T\), got Tensor"),
-])
-def test_check_rnn_unroll_rejects_each_typical_mistake(wrong, message):
+def _package_cell():
+    from transformer_course.rnn import RNNCell
+    return RNNCell
+
+
+WRONG_UNROLL = {
+    "no tanh": (_unrolled(lambda x, h, Wi, Wh, bi, bh: x @ Wi.T + bi + h @ Wh.T + bh), "forgot the tanh"),
+    "sigmoid": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.sigmoid(x @ Wi.T + bi + h @ Wh.T + bh)),
+                "used a sigmoid"),
+    "relu": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.relu(x @ Wi.T + bi + h @ Wh.T + bh)),
+             "used a ReLU"),
+    "W_hh transposed": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi.T + bi + h @ Wh + bh)),
+                        r"W_hh is used transposed.*h @ W_hh\.T"),
+    "W_ih transposed": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi + bi + h @ Wh.T + bh)),
+                        r"W_ih is used transposed.*x @ W_ih\.T"),
+    "both transposed": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi + bi + h @ Wh + bh)),
+                        "both weights are used transposed"),
+    "swapped weights": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wh.T + bi + h @ Wi.T + bh)),
+                        "the weights are swapped: W_ih multiplies the input x"),
+    "ignores h": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi.T + bi + bh)),
+                  "the previous state h is ignored"),
+    "ignores x": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(h @ Wh.T + bi + bh)),
+                  "the input x is ignored"),
+    "no b_hh": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi.T + bi + h @ Wh.T)),
+                "the bias b_hh is missing"),
+    "no b_ih": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi.T + h @ Wh.T + bh)),
+                "the bias b_ih is missing"),
+    "no biases": (_unrolled(lambda x, h, Wi, Wh, bi, bh: torch.tanh(x @ Wi.T + h @ Wh.T)),
+                  "both biases b_ih and b_hh are missing"),
+    "(T, B, H)": (stacked_on_time_first, r"= \(T, B, H\): stack the states along the time axis, dim=1"),
+    "state before the step": (stores_state_before_step, "shifted by one step"),
+    "always from h0": (always_from_h0, "every step starts from h0"),
+    "from zeros": (lambda x, h0, *w: good_unroll(x, torch.zeros_like(h0), *w), "you started from zeros"),
+    "h_T is h0": (lambda x, h0, *w: (good_unroll(x, h0, *w)[0], h0), "h_T is h0"),
+    "h_T is the first state": (lambda x, h0, *w: (lambda o: (o, o[:, 0]))(good_unroll(x, h0, *w)[0]),
+                               "h_T is the state after the first step"),
+    "outputs only": (lambda x, h0, *w: good_unroll(x, h0, *w)[0],
+                     r"return 2 values \(outputs, h_T\) as a tuple.*got a Tensor"),
+    "numpy": (lambda x, h0, *w: tuple(t.numpy() for t in good_unroll(x, h0, *w)),
+              "should be a torch.Tensor, got ndarray"),
+    "float64 out": (lambda x, h0, *w: good_unroll(x.double(), h0.double(), *(t.double() for t in w)),
+                    "is float64, expected float32"),
+    "h0 overwritten": (overwrites_h0, "changed its input `h0` in place"),
+    "nn.RNNCell": (via(nn.RNNCell), r"called `torch\._VF\.rnn_tanh_cell`.*by hand"),
+    "nn.RNN": (via_nn_rnn, r"called `torch\._VF\.rnn_tanh`.*by hand"),
+    "torch.rnn_tanh_cell": (via_rnn_tanh_cell, r"called `torch\.rnn_tanh_cell`.*by hand"),
+    "the package's RNNCell": (via(_package_cell()), r"called `transformer_course\.rnn\.RNNCell\.forward`"),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_UNROLL)
+def test_check_rnn_unroll_rejects_each_typical_mistake(name):
+    wrong, message = WRONG_UNROLL[name]
     with pytest.raises(CheckFailed, match=message):
         checks.check_rnn_unroll(wrong)
 
 
-def test_check_rnn_unroll_accepts_the_right_answer(capsys):
-    assert checks.check_rnn_unroll(good_unroll)
+def unroll_preallocated(x, h0, W_ih, W_hh, b_ih, b_hh):  # projects every input at once, fills a buffer
+    B, T, _ = x.shape
+    inputs = x @ W_ih.T + b_ih  # (B, T, H)
+    outputs = torch.empty(B, T, h0.shape[-1])
+    h = h0
+    for t in range(T):
+        h = torch.tanh(inputs[:, t] + F.linear(h, W_hh, b_hh))
+        outputs[:, t] = h
+    return [outputs, h]  # a list
+
+
+def unroll_einsum_float64(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h, outs = h0.double(), []
+    for t in range(x.shape[1]):
+        h = torch.tanh(torch.einsum("bd,hd->bh", x[:, t].double(), W_ih.double()) + b_ih.double()
+                       + torch.einsum("bk,hk->bh", h, W_hh.double()) + b_hh.double())
+        outs.append(h.unsqueeze(1))
+    outputs = torch.cat(outs, dim=1).float()
+    return outputs, outputs[:, -1]
+
+
+RIGHT_UNROLL = {
+    "loop and stack": good_unroll,
+    "inputs projected at once, buffer, list": unroll_preallocated,
+    "einsum in float64, cat, cast back": unroll_einsum_float64,
+}
+
+
+@pytest.mark.parametrize("name", RIGHT_UNROLL)
+def test_check_rnn_unroll_accepts_right_answers_written_differently(name, capsys):
+    assert checks.check_rnn_unroll(RIGHT_UNROLL[name])
     assert capsys.readouterr().out.startswith("[x] rnn_unroll: correct")
 
 
-# --- task 3: the gradient norms -------------------------------------------------------------
+def test_the_rnn_shortcuts_work_again_after_the_check():
+    with pytest.raises(CheckFailed):
+        checks.check_rnn_unroll(via(nn.RNNCell))
+    assert nn.RNNCell(3, 2)(torch.randn(4, 3)).shape == (4, 2)
+    assert _package_cell()(3, 2)(torch.randn(4, 3), torch.zeros(4, 2)).shape == (4, 2)
+
+
+# --- task 2: the gradient norms -------------------------------------------------------------
 
 
 def _per_unit(model, x, pick=lambda out, h: h):
@@ -163,7 +196,7 @@ def good_norms(model, x):
     return grads.pow(2).sum(dim=(0, 3)).sqrt().mean(0).flip(0)
 
 
-def good_norms_with_backward(model, x):  # the other correct way: .backward() and reset x.grad
+def good_norms_with_backward(model, x):  # .backward() and x.grad reset before each unit
     x = x.clone().requires_grad_(True)
     _, h_T = model(x)
     squares = torch.zeros(x.shape[:2])
@@ -172,6 +205,17 @@ def good_norms_with_backward(model, x):  # the other correct way: .backward() an
         h_T[:, i].sum().backward(retain_graph=True)
         squares += x.grad.pow(2).sum(-1)
     return squares.sqrt().mean(0).flip(0)
+
+
+def good_norms_jacobian(model, x):  # the whole Jacobian at once, in float64, cast back
+    jac = torch.autograd.functional.jacobian(lambda inp: model(inp)[1].sum(0), x)  # (H, B, T, D)
+    return jac.double().pow(2).sum(dim=(0, 3)).sqrt().mean(0).flip(0).to(x.dtype)
+
+
+def good_norms_reversed_loop(model, x):  # distance by an index loop instead of flip
+    per_bt = torch.stack(_per_unit(model, x)).pow(2).sum(dim=(0, 3)).sqrt().mean(0)  # (T,)
+    T = x.shape[1]
+    return torch.stack([per_bt[T - 1 - d] for d in range(T)])
 
 
 def time_order(model, x):
@@ -225,33 +269,51 @@ def forgets_requires_grad(model, x):
     return torch.autograd.grad(h_T.sum(), x)[0]
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (time_order, "in time order; return them by distance"),
-    (gradient_of_sum, r"gradient of h_T\.sum\(\), a single row-sum of the Jacobian"),
-    (grad_accumulates, "x.grad accumulates over backward calls"),
-    (sums_unit_norms, "added the norms of the units' gradients"),
-    (sums_over_batch, r"summed the sequences' norms over the batch \(x3\)"),
-    (one_norm_over_batch, "one norm over the whole batch"),
-    (first_step, r"state of the first step \(outputs\[:, 0\]\)"),
-    (every_step, "states of every step"),
-    (per_sequence, r"one norm per sequence and step, shape \(B, T\)"),
-    (forgets_requires_grad, r"x does not require grad: .*requires_grad_\(True\)"),
-])
-def test_check_gradient_norms_rejects_each_typical_mistake(wrong, message):
+def package_measurement(model, x):
+    from transformer_course.experiments import fading_memory
+    return fading_memory.jacobian_norms(lambda inp: model(inp)[1], x)
+
+
+def float64_norms(model, x):
+    return good_norms(model, x).double()
+
+
+WRONG_NORMS = {
+    "time order": (time_order, "in time order; return them by distance"),
+    "gradient of the sum": (gradient_of_sum, r"gradient of h_T\.sum\(\), a single row-sum of the Jacobian"),
+    "x.grad accumulates": (grad_accumulates, "x.grad accumulates over backward calls"),
+    "sum of unit norms": (sums_unit_norms, "added the norms of the units' gradients"),
+    "batch sum": (sums_over_batch, r"summed the sequences' norms over the batch \(x3\)"),
+    "one norm over the batch": (one_norm_over_batch, "one norm over the whole batch"),
+    "first state": (first_step, r"state of the first step \(outputs\[:, 0\]\)"),
+    "every state": (every_step, "states of every step"),
+    "per sequence": (per_sequence, r"one norm per sequence and step, shape \(B, T\)"),
+    "no requires_grad": (forgets_requires_grad, r"x does not require grad: .*requires_grad_\(True\)"),
+    "the package's measurement": (package_measurement,
+                                  r"called `transformer_course\.experiments\.fading_memory\.jacobian_norms`"),
+    "float64 out": (float64_norms, "is float64, expected float32"),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_NORMS)
+def test_check_gradient_norms_rejects_each_typical_mistake(name):
+    wrong, message = WRONG_NORMS[name]
     with pytest.raises(CheckFailed, match=message):
         checks.check_gradient_norms(wrong)
 
 
-@pytest.mark.parametrize("right", [good_norms, good_norms_with_backward])
-def test_check_gradient_norms_accepts_the_right_answers(right, capsys):
-    assert checks.check_gradient_norms(right)
+RIGHT_NORMS = {
+    "autograd.grad per unit": good_norms,
+    "backward with x.grad reset": good_norms_with_backward,
+    "autograd.functional.jacobian": good_norms_jacobian,
+    "index loop instead of flip": good_norms_reversed_loop,
+}
+
+
+@pytest.mark.parametrize("name", RIGHT_NORMS)
+def test_check_gradient_norms_accepts_right_answers_written_differently(name, capsys):
+    assert checks.check_gradient_norms(RIGHT_NORMS[name])
     assert capsys.readouterr().out.startswith("[x] gradient_norms: correct")
-
-
-def test_check_gradient_norms_accepts_the_package_measurement():
-    from transformer_course.experiments.fading_memory import jacobian_norms
-
-    assert checks.check_gradient_norms(lambda model, x: jacobian_norms(lambda inp: model(inp)[1], x))
 
 
 def test_check_gradient_norms_leaves_the_global_rng_alone():
@@ -260,3 +322,207 @@ def test_check_gradient_norms_leaves_the_global_rng_alone():
     torch.manual_seed(7)
     checks.check_gradient_norms(good_norms)
     assert torch.equal(torch.rand(3), expected)
+
+
+# --- task 3: predict the curve --------------------------------------------------------------
+
+
+def good_prediction(scale, distance, w_ih_norm):
+    return w_ih_norm * scale ** distance
+
+
+WRONG_PREDICTIONS = {
+    "forgets W_ih": (lambda s, d, w: s ** d, "your curve starts at 1 at distance 0"),
+    "one factor too many": (lambda s, d, w: w * s ** (d + 1), "one factor of the scale too many"),
+    "one factor too few": (lambda s, d, w: w * s ** (d - 1), "one factor of the scale too few"),
+    "capped at 1": (lambda s, d, w: w * min(s, 1.0) ** d, "never rises above it"),
+    "flat": (lambda s, d, w: w, "does not change with the distance"),
+    "tanh' < 1 guessed": (lambda s, d, w: w * (0.8 * s) ** d,
+                          r"falls faster than the measured one at every scale.*What is tanh' there"),
+    "squared": (lambda s, d, w: w * s ** (2 * d),
+                r"at scale 0\.5 and distance 1 you predicted [\d.]+; the check measured [\d.]+ "
+                r"\(right means within 5%\)"),
+    "a tensor": (lambda s, d, w: torch.tensor(w * s ** d),
+                 r"should be a Python float, got Tensor \(a tensor: use \.item\(\)\)"),
+    "a string": (lambda s, d, w: "falls", "should be a Python float, got str"),
+    "NaN": (lambda s, d, w: float("nan") if d == 3 else w * s ** d, "NaN or infinite"),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_PREDICTIONS)
+def test_check_predict_curve_rejects_each_wrong_prediction(name):
+    wrong, message = WRONG_PREDICTIONS[name]
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_predict_curve(wrong)
+
+
+def prediction_by_loop(scale, distance, w_ih_norm):
+    norm = w_ih_norm
+    for _ in range(distance):  # one factor per recurrent step
+        norm *= scale
+    return norm
+
+
+RIGHT_PREDICTIONS = {
+    "power": good_prediction,
+    "math.pow": lambda s, d, w: w * math.pow(s, d),
+    "numpy exp-log": lambda s, d, w: w * np.exp(d * np.log(s)),  # np.float64 is a float
+    "loop": prediction_by_loop,
+    "3% high, within tolerance": lambda s, d, w: 1.03 * w * s ** d,
+    "torch then .item()": lambda s, d, w: (torch.tensor(s) ** d * w).item(),
+}
+
+
+@pytest.mark.parametrize("name", RIGHT_PREDICTIONS)
+def test_check_predict_curve_accepts_right_predictions_written_differently(name, capsys):
+    assert checks.check_predict_curve(RIGHT_PREDICTIONS[name])
+    assert capsys.readouterr().out.startswith("[x] predict_curve: correct")
+
+
+# --- task 4: measure the curve with your own RNN, and fit its factor -----------------------
+
+
+def _model(W_ih, W_hh, dtype=torch.float32):
+    """The measured RNN (zero biases, h0 = 0) as ``model(x) -> (outputs, h_T)``, with good_unroll."""
+    H = W_hh.shape[0]
+    zeros = torch.zeros(H, dtype=dtype)
+    return lambda inp: good_unroll(inp, torch.zeros(inp.shape[0], H, dtype=dtype), W_ih.to(dtype),
+                                   W_hh.to(dtype), zeros, zeros)
+
+
+def _slope(norms, log=torch.log):
+    d = torch.arange(norms.shape[-1], dtype=norms.dtype)
+    logs = log(norms)
+    dc = d - d.mean()
+    return (dc * (logs - logs.mean(-1, keepdim=True))).sum(-1) / dc.pow(2).sum()
+
+
+def good_measure(x, W_ih, W_hhs):
+    norms = torch.stack([good_norms(_model(W_ih, W_hh), x) for W_hh in W_hhs])  # (S, T)
+    return norms, _slope(norms).exp()
+
+
+def measure_with(factors):
+    """Right norms, and ``factors(norms)`` as the conclusion."""
+    def measure(x, W_ih, W_hhs):
+        norms = good_measure(x, W_ih, W_hhs)[0]
+        return norms, factors(norms)
+    return measure
+
+
+def measure_with_norms(norms_of):
+    """``norms_of(x, W_ih, W_hh)`` for each matrix, and the right fit of them."""
+    def measure(x, W_ih, W_hhs):
+        norms = torch.stack([norms_of(x, W_ih, W_hh) for W_hh in W_hhs])
+        return norms, _slope(norms).exp()
+    return measure
+
+
+def gradient_of_sum_norms(x, W_ih, W_hh):
+    return gradient_of_sum(_model(W_ih, W_hh), x)
+
+
+def measure_with_nn_rnn(x, W_ih, W_hhs):
+    rows = []
+    for W_hh in W_hhs:
+        rnn = nn.RNN(x.shape[-1], W_hh.shape[0], batch_first=True)
+        with torch.no_grad():
+            rnn.weight_ih_l0.copy_(W_ih)
+            rnn.weight_hh_l0.copy_(W_hh)
+            rnn.bias_ih_l0.zero_()
+            rnn.bias_hh_l0.zero_()
+        rows.append(good_norms(lambda inp, rnn=rnn: (rnn(inp)[0], rnn(inp)[0][:, -1]), x))
+    norms = torch.stack(rows)
+    return norms, _slope(norms).exp()
+
+
+def measure_scaling_in_place(x, W_ih, W_hhs):
+    for W_hh in W_hhs:
+        W_hh.mul_(1.0 + 1e-3)  # "a little more recurrence"
+    return good_measure(x, W_ih, W_hhs)
+
+
+def measure_with_package(x, W_ih, W_hhs):
+    from transformer_course.experiments import fading_memory
+    norms = torch.stack([fading_memory.jacobian_norms(lambda inp, W=W_hh: _model(W_ih, W)(inp)[1], x)
+                         for W_hh in W_hhs])
+    return norms, _slope(norms).exp()
+
+
+WRONG_MEASUREMENTS = {
+    "time order": (measure_with_norms(lambda x, Wi, Wh: good_norms(_model(Wi, Wh), x).flip(0)),
+                   "the norms are in time order"),
+    "the first matrix only": (lambda x, Wi, Whs: good_measure(x, Wi, [Whs[0]] * len(Whs)),
+                              "every row holds the same curve"),
+    "gradient of h_T.sum()": (measure_with_norms(gradient_of_sum_norms), r"gradient of h_T\.sum\(\)"),
+    "slope, not exp": (measure_with(_slope),
+                       r"slope of log\(norm\) against d; the factor per step is exp\(slope\)"),
+    "fitted against t": (measure_with(lambda n: _slope(n.flip(-1)).exp()), "inverse of the fitted ones"),
+    "last / first": (measure_with(lambda n: (n[:, -1] / n[:, 0]) ** (1 / (n.shape[-1] - 1))),
+                     "ratio of the last and the first norm"),
+    "mean step ratio": (measure_with(lambda n: (n[:, 1:] / n[:, :-1]).mean(-1)),
+                        "averaged the step-by-step ratios"),
+    "log10, then exp": (measure_with(lambda n: _slope(n, torch.log10).exp()), "fitted log10"),
+    "one factor": (measure_with(lambda n: _slope(n.flatten()[None]).exp()), r"factors should be 4 numbers"),
+    "norms only": (lambda x, Wi, Whs: good_measure(x, Wi, Whs)[0], r"return 2 values \(norms, factors\)"),
+    "float64 norms": (measure_with_norms(
+        lambda x, Wi, Wh: good_norms(_model(Wi, Wh, torch.float64), x.double())),
+                      "is float64, expected float32"),
+    "nn.RNN": (measure_with_nn_rnn, r"called `torch\._VF\.rnn_tanh`"),
+    "the package's measurement": (measure_with_package,
+                                  r"called `transformer_course\.experiments\.fading_memory"),
+    "W_hh scaled in place": (measure_scaling_in_place, r"changed its input `W_hhs\[0\]` in place"),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_MEASUREMENTS)
+def test_check_measure_fading_rejects_each_typical_mistake(name):
+    wrong, message = WRONG_MEASUREMENTS[name]
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_measure_fading(wrong)
+
+
+def measure_polyfit(x, W_ih, W_hhs):  # a list of rows, numpy's fit, a list of floats
+    rows = [good_norms_with_backward(_model(W_ih, W_hh), x) for W_hh in W_hhs]
+    d = np.arange(x.shape[1])
+    return [rows, [float(np.exp(np.polyfit(d, np.log(r.numpy()), 1)[0])) for r in rows]]
+
+
+def measure_lstsq_float64(x, W_ih, W_hhs):  # float64 inside, norms cast back; torch.linalg.lstsq
+    norms = torch.stack([good_norms(_model(W_ih, W_hh, torch.float64), x.double()) for W_hh in W_hhs])
+    d = torch.arange(x.shape[1], dtype=torch.float64)
+    A = torch.stack([torch.ones_like(d), d], dim=1)  # (T, 2)
+    coef = torch.linalg.lstsq(A, norms.log().T).solution  # (2, S)
+    return norms.float(), coef[1].exp()
+
+
+def measure_log2(x, W_ih, W_hhs):  # log2 and 2 ** slope, factors as a numpy array
+    norms = good_measure(x, W_ih, W_hhs)[0]
+    return norms, (2 ** _slope(norms, torch.log2)).numpy()
+
+
+RIGHT_MEASUREMENTS = {
+    "closed-form fit": good_measure,
+    "polyfit, lists": measure_polyfit,
+    "lstsq in float64": measure_lstsq_float64,
+    "log2, numpy array": measure_log2,
+}
+
+
+@pytest.mark.parametrize("name", RIGHT_MEASUREMENTS)
+def test_check_measure_fading_accepts_right_answers_written_differently(name, capsys):
+    assert checks.check_measure_fading(RIGHT_MEASUREMENTS[name])
+    assert capsys.readouterr().out.startswith("[x] measure_fading: correct")
+
+
+def test_the_measured_factors_show_the_lesson():
+    """Tiny inputs: the factor is the scale; inputs of size 1: tanh' < 1 pulls every factor below it."""
+    g = torch.Generator().manual_seed(0)
+    W_ih = torch.randn(6, 3, generator=g) / 3 ** 0.5
+    scales = (0.5, 1.0, 1.5, 2.0)
+    W_hhs = [s * torch.linalg.qr(torch.randn(6, 6, generator=g))[0] for s in scales]
+    x = torch.randn(4, 10, 3, generator=g)
+    tiny = good_measure(x * 1e-5, W_ih, W_hhs)[1]
+    unit = good_measure(x, W_ih, W_hhs)[1]
+    assert torch.allclose(tiny, torch.tensor(scales), rtol=1e-3), tiny
+    assert (unit < torch.tensor(scales)).all(), unit

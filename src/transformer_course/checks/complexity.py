@@ -1,198 +1,256 @@
-"""Checks for solutions/09_why_transformers_won: a fitted exponent, the weights' bytes, path lengths.
+"""Checks for solutions/09_why_transformers_won: predict how attention's memory grows, then measure it.
 
-Shapes: B batch, H heads, n sequence length; the attention weights are (B, H, n, n).
+Both tasks are about the peak memory of one layer's forward pass, counted exactly on the CPU
+by ``measure.peak_memory``, so a right answer never fails on noise. At small n the layer's
+(n, d_model) activations dominate it and it grows like n; at large n the (n, n) scores and
+weights of every head dominate it and it grows like n^2.
+
+Shapes: n sequence length, D d_model, H heads; a layer maps x (1, n, D) to (1, n, D).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
-from ..experiments.complexity import attention_weight_bytes, expected_path_length
-from ..measure import fit_exponent
-from ._core import CheckFailed, CheckResult, call, run_check
+from ..attention import MultiHeadAttention
+from ..measure import fit_exponent, peak_memory
+from ._core import CheckFailed, CheckResult, as_float, call, run_check, unpack
 
-__all__ = ["check_fit_power_law", "check_attention_weight_bytes", "check_path_length"]
+__all__ = ["check_predict_memory_growth", "check_memory_growth"]
 
-
-def _number(task: str, got: object, what: str) -> float:
-    """The learner's answer as a float, or a CheckFailed that says what came back instead."""
-    if isinstance(got, (torch.Tensor, np.ndarray, list, tuple)):
-        got = np.asarray(got.detach().cpu() if isinstance(got, torch.Tensor) else got)
-        if got.size == 2:
-            raise CheckFailed(f"{task}: {what} should be one number, got two values {got.tolist()}: "
-                              "np.polyfit(x, y, 1) returns [slope, intercept]; return the slope.")
-        if got.size != 1:
-            raise CheckFailed(f"{task}: {what} should be one number, got an array of shape "
-                              f"{tuple(got.shape)}")
-        got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float, np.integer, np.floating)):
-        raise CheckFailed(f"{task}: {what} should be a number, got {type(got).__name__} ({got!r})")
-    return float(got)
+GIB = 2**30  # bytes in a GiB
+FAR = 32768  # the length the measurement task extrapolates to
+PREDICTION_TOLERANCE = 0.10  # a predicted factor is right within 10% of the measured one
+EXPONENT_TOLERANCE = 0.1  # a fitted exponent is right within 0.1 of the check's fit of the regime
+CONCLUSION_TOLERANCE = 0.05  # the GiB at n = FAR: within 5% of the learner's own extrapolation
+REGIME = 4  # the check's large-n regime: n >= REGIME * d_model, where the (n, n) weights dominate
 
 
-# ----------------------------------------------------------------------------- task 1: the exponent
+def _attention(d_model: int, n_heads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The course's seeded MultiHeadAttention as self-attention, x (1, n, D) -> (1, n, D)."""
+    with torch.random.fork_rng(devices=[]):  # nn.Linear draws its initial weights globally
+        torch.manual_seed(0)
+        layer = MultiHeadAttention(d_model, n_heads)
 
-def _power_laws(g: torch.Generator) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """(lengths, times, true exponent): c n^p with a few per cent of multiplicative noise."""
-    cases = []
-    for lengths, p, c in (([64, 128, 256, 512, 1024], 1.0, 2e-5), ([32, 64, 128, 256], 2.0, 3e-8),
-                          ([10, 30, 100, 300, 1000, 3000], 0.5, 1e-3), ([100, 200, 400], 1.5, 4e-7)):
-        n = np.array(lengths, dtype=float)
-        noise = np.exp(0.05 * torch.randn(len(lengths), generator=g, dtype=torch.float64).numpy())
-        cases.append((n, c * n**p * noise, p))
-    return cases
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return layer(x, x, x)[0]
 
-
-def _exponent_mistakes(n: np.ndarray, t: np.ndarray) -> tuple[dict[str, str], dict[str, float]]:
-    slope = fit_exponent(n, t)
-    return {
-        "linear axes": "you fitted a line to the raw (n, t) values: its slope is seconds per position, "
-                       "not an exponent. Fit on log-log axes: the slope of log(t) against log(n).",
-        "log10 n, ln t": "the logarithms have different bases (log10 of one axis, the natural log of the "
-                         "other): the slope is off by a factor ln(10) = 2.303. Use the same log for both.",
-        "ln n, log10 t": "the logarithms have different bases (the natural log of n, log10 of t): the "
-                         "slope is off by a factor 1 / ln(10). Use the same log for both.",
-        "intercept": "you returned the intercept (the log of the constant c in t = c n^p), not the slope: "
-                     "np.polyfit(x, y, 1) returns [slope, intercept].",
-        "swapped": "you fitted log(n) against log(t), which gives 1 / p: the exponent is the slope of "
-                   "log(t) (vertical) against log(n) (horizontal).",
-        "semilog": "only the times were logged: the slope of log(t) against n is not an exponent. "
-                   "Take the log of n too.",
-        "two points": "you used only the first and the last point: with noisy timings, fit a line "
-                      "through all points (least squares, np.polyfit(np.log(n), np.log(t), 1)).",
-    }, {
-        "linear axes": float(np.polyfit(n, t, 1)[0]),
-        "log10 n, ln t": slope * math.log(10),
-        "ln n, log10 t": slope / math.log(10),
-        "intercept": float(np.polyfit(np.log(n), np.log(t), 1)[1]),
-        "swapped": float(np.polyfit(np.log(t), np.log(n), 1)[0]),
-        "semilog": float(np.polyfit(n, np.log(t), 1)[0]),
-        "two points": float(np.log(t[-1] / t[0]) / np.log(n[-1] / n[0])),
-    }
+    return forward
 
 
-def check_fit_power_law(fit: Callable) -> CheckResult:
-    """Check ``fit(lengths, times) -> p``, the exponent of times ~ c * lengths^p on log-log axes."""
-    task = "fit_power_law"
+def _feed_forward(d_model: int) -> nn.Module:
+    """A position-wise feed-forward layer, (1, n, D) -> (1, n, D): its memory grows like n."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.ReLU(), nn.Linear(4 * d_model, d_model))
+
+
+def _peaks(forward: Callable[[torch.Tensor], torch.Tensor], d_model: int,
+           lengths: Sequence[int]) -> list[int]:
+    """The check's measurement: peak bytes of forward(x), x (1, n, D) made before it, at each n."""
+    peaks = []
+    for n in lengths:
+        x = torch.zeros(1, n, d_model)  # (1, n, D): allocated before, so not counted
+        peaks.append(peak_memory(lambda x=x: forward(x), "cpu"))
+    return peaks
+
+
+# ----------------------------------------------------------------------------- task 1: predict
+
+_PREDICTED = ((8, 16), (1024, 2048))  # the two doublings the learner predicts, d_model 64, 4 heads
+
+
+@functools.cache  # exact and deterministic: measured once per session
+def _measured_factors() -> tuple[float, float]:
+    forward = _attention(64, 4)
+    (a, b), (c, d) = _PREDICTED
+    peaks = dict(zip((a, b, c, d), _peaks(forward, 64, (a, b, c, d)), strict=True))
+    return peaks[b] / peaks[a], peaks[d] / peaks[c]
+
+
+def _near(got: float, value: float) -> bool:
+    return abs(got - value) <= PREDICTION_TOLERANCE * abs(value)
+
+
+def check_predict_memory_growth(fn: Callable[[], tuple]) -> CheckResult:
+    """Check ``fn() -> (small, large)``: the factors by which attention's peak memory grows when n doubles."""
+    task = "predict_memory_growth"
 
     def body() -> str:
-        g = torch.Generator().manual_seed(909)
-        cases = _power_laws(g)
-        for n, t, p in cases:
-            where = f"for times ~ n^{p:g} at n = {[int(v) for v in n]}"
-            got = _number(task, call(task, fit, n.copy(), t.copy()), f"the exponent {where}")
-            expected = fit_exponent(n, t)
-            if abs(got - expected) <= 1e-6 * max(1.0, abs(expected)):
-                continue
-            messages, values = _exponent_mistakes(n, t)
-            for name, value in values.items():
-                if abs(got - value) <= 1e-6 * max(1.0, abs(value)):
-                    raise CheckFailed(f"{task}: {where}: {messages[name]}")
-            raise CheckFailed(f"{task}: {where}: got {got:.4g}, expected {expected:.4g} (the least-squares "
-                              "slope of log(t) against log(n)).")
-        return f"{len(cases)} noisy power laws with exponents 1, 2, 0.5 and 1.5"
+        got = unpack(task, call(task, fn), ("small", "large"))
+        small, large = (as_float(task, value, f"the factor `{name}`")
+                        for value, name in zip(got, ("small", "large"), strict=True))
+        m_small, m_large = _measured_factors()
+        if _near(small, m_small) and _near(large, m_large):
+            return (f"n 8 -> 16: measured x{m_small:.2f}; n 1024 -> 2048: measured x{m_large:.2f} "
+                    f"(each prediction within {PREDICTION_TOLERANCE:.0%})")
+        if math.isclose(small, 1.0, abs_tol=0.15) and math.isclose(large, 2.0, abs_tol=0.15):
+            raise CheckFailed(f"{task}: you answered with exponents (1 and 2); the question asks for "
+                              "factors: doubling n multiplies n^p by 2^p.")
+        if not _near(small, m_small):
+            why = {4: "the (n, n) weights are still tiny at n = 8 (n is far below d_model = 64): the "
+                      "(n, d_model) activations of the projections dominate, and they grow like n.",
+                   8: "x8 would be n^3; and at n = 8 the (n, n) weights are still tiny: the (n, d_model) "
+                      "activations dominate, and they grow like n."}
+            hint = next((text for value, text in why.items() if _near(small, value)),
+                        "which tensors take most of the memory at n = 8, with d_model = 64?")
+            raise CheckFailed(f"{task}: from n = 8 to 16 you predicted x{small:g}; the check measured "
+                              f"x{m_small:.2f}: {hint}")
+        why = {2: "at n = 1024 the (n, n) scores and weights of the 4 heads dwarf the (n, d_model) "
+                  "activations, and they grow like n^2.",
+               8: "x8 would be n^3: one weight per (query, key) pair is n^2, so x4 when n doubles."}
+        hint = next((text for value, text in why.items() if _near(large, value)),
+                    "which tensors take most of the memory at n = 1024, with d_model = 64?")
+        raise CheckFailed(f"{task}: from n = 1024 to 2048 you predicted x{large:g}; the check measured "
+                          f"x{m_large:.2f}: {hint}")
 
     return run_check(task, body)
 
 
-# ----------------------------------------------------------------------------- task 2: bytes
+# ----------------------------------------------------------------------------- task 2: measure
 
-_BYTES_CASES = ((3, 5, 7, torch.float32), (2, 4, 16, torch.float16), (1, 8, 10, torch.float64),
-                (4, 2, 9, torch.bfloat16), (2, 3, 1, torch.float32))
+def _numbers(task: str, got: object, n: int, what: str) -> list[float]:
+    """Any list, tuple, array or 1-D tensor of ``n`` numbers, as floats."""
+    if isinstance(got, torch.Tensor):
+        got = got.detach().cpu().tolist()
+    elif isinstance(got, np.ndarray):
+        got = got.tolist()
+    if not isinstance(got, (list, tuple)):
+        raise CheckFailed(f"{task}: {what} should be a list of {n} numbers, one per length, got "
+                          f"{type(got).__name__}.")
+    for v in got:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            hint = " (use .item() on a tensor)" if isinstance(v, torch.Tensor) else ""
+            raise CheckFailed(f"{task}: {what} should hold numbers, one per length, got a "
+                              f"{type(v).__name__}{hint}.")
+    if len(got) != n:
+        raise CheckFailed(f"{task}: {what} should hold {n} numbers, one per length, got {len(got)}.")
+    return [float(v) for v in got]
 
 
-def _bytes_mistakes(batch: int, heads: int, n: int, dtype: torch.dtype) -> list[tuple[int, str]]:
-    size = torch.finfo(dtype).bits // 8
+def _diagnose_peaks(task: str, where: str, got: list[float], ref: list[int], lengths: Sequence[int],
+                    d_model: int) -> None:
+    if got == ref:
+        return
+    i = next(i for i, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b)
+    n = lengths[i]
+    at = f"{where} at n = {n} you measured {got[i]:g} bytes, the check {ref[i]}"
+    if all(a == b + 4 * m * d_model for a, b, m in zip(got, ref, lengths, strict=True)):
+        raise CheckFailed(f"{task}: {at}: yours are larger by the bytes of x, 4 * n * d_model, at every n. "
+                          "Make x before measuring, and measure only the call forward(x).")
+    for scale, unit in ((2**20, "MiB"), (1e6, "MB"), (GIB, "GiB"), (1e9, "GB"), (1 / 8, "bits")):
+        if all(math.isclose(a * scale, b, rel_tol=1e-6) for a, b in zip(got, ref, strict=True)):
+            raise CheckFailed(f"{task}: {at}: you returned {unit}; return the peaks in bytes, as "
+                              "measure.peak_memory gives them.")
+    if all(math.isclose(a, 2 * b, rel_tol=0.15) for a, b in zip(got, ref, strict=True)):
+        raise CheckFailed(f"{task}: {at}: about twice the check's at every n, as for a batch of 2: measure "
+                          "one sequence, x of shape (1, n, d_model).")
+    if sorted(got) == sorted(ref):
+        raise CheckFailed(f"{task}: {at}: the right numbers in the wrong order; keep the order of `lengths`.")
+    raise CheckFailed(f"{task}: {at}. Measure with measure.peak_memory(lambda: forward(x)), with x of "
+                      "shape (1, n, d_model) made before it (the values of x do not matter).")
+
+
+def _exponent_mistakes(lengths: Sequence[int], peaks: Sequence[int], d_model: int) -> list[tuple[float, str]]:
+    n, p = np.asarray(lengths, dtype=float), np.asarray(peaks, dtype=float)
+    regime = n >= REGIME * d_model
+    slope = fit_exponent(n[regime], p[regime])
     return [
-        (heads * n * n * size, "the batch dimension is missing: the weights have shape (B, H, n, n), "
-                               "one (n, n) matrix per sequence and per head."),
-        (batch * n * n * size, "the heads are missing: each of the H heads has its own (n, n) weights, "
-                               "shape (B, H, n, n)."),
-        (batch * heads * n * size, "the length counts once: each of the n queries has a weight for each "
-                                   "of the n keys, n * n per head."),
-        (batch * heads * n * n, "that is the number of elements; multiply by the bytes per element "
-                                "(torch.finfo(dtype).bits // 8)."),
-        (batch * heads * n * n * size * 8, "that is bits, not bytes: a byte is 8 bits."),
-        (batch * heads * n * n * 8, f"{dtype} takes {size} bytes per element, not 8: use "
-                                    "torch.finfo(dtype).bits // 8 (float32 is 4 bytes, float64 8)."),
-        (batch * heads * n * n * 4, f"{dtype} takes {size} bytes per element, not 4: the element size "
-                                    "depends on the dtype, torch.finfo(dtype).bits // 8."),
+        (fit_exponent(n, p), "you fitted through all the lengths, across both regimes: the small-n points, "
+                             "where the (n, d_model) activations dominate, bend the line. Fit only the "
+                             f"large-n ones (the check uses n >= {REGIME} * d_model)."),
+        (slope * math.log(10), "the logarithms have different bases (log10 of n, the natural log of the "
+                               "peaks): the slope is off by ln(10). Use the same log on both axes."),
+        (slope / math.log(10), "the logarithms have different bases (the natural log of n, log10 of the "
+                               "peaks): the slope is off by 1 / ln(10). Use the same log on both axes."),
+        (1 / slope, "you fitted log(n) against log(peak), which gives 1 / p: the exponent is the slope of "
+                    "log(peak) (vertical) against log(n) (horizontal)."),
+        (float(np.polyfit(n[regime], p[regime], 1)[0]), "you fitted a line to the raw numbers: its slope is "
+                                                        "bytes per position, not an exponent. Fit on "
+                                                        "log-log axes."),
     ]
 
 
-def check_attention_weight_bytes(fn: Callable) -> CheckResult:
-    """Check ``fn(batch, n_heads, n, dtype) -> bytes`` of a layer's (B, H, n, n) attention weights."""
-    task = "attention_weight_bytes"
+def _check_exponent(task: str, where: str, got: float, lengths: Sequence[int], peaks: Sequence[int],
+                    d_model: int) -> None:
+    n, p = np.asarray(lengths, dtype=float), np.asarray(peaks, dtype=float)
+    regime = n >= REGIME * d_model
+    truth = fit_exponent(n[regime], p[regime])
+    if abs(got - truth) <= EXPONENT_TOLERANCE:
+        return
+    for value, why in _exponent_mistakes(lengths, peaks, d_model):
+        if math.isclose(got, value, rel_tol=1e-3, abs_tol=1e-3) and abs(value - truth) > EXPONENT_TOLERANCE:
+            raise CheckFailed(f"{task}: {where} your exponent is {got:.3f}: {why}")
+    hint = ""
+    if math.isclose(got, 2.0) or math.isclose(got, 1.0):
+        hint = " Did you write down the exponent you expected, instead of fitting your numbers?"
+    raise CheckFailed(f"{task}: {where} your exponent is {got:.3f}; the least-squares slope of log(peak) "
+                      f"against log(n) over the large-n lengths (n >= {REGIME} * d_model) is {truth:.3f} "
+                      f"(right means within {EXPONENT_TOLERANCE}).{hint}")
+
+
+def _check_conclusion(task: str, where: str, got: float, exponent: float, lengths: Sequence[int],
+                      peaks: Sequence[int]) -> None:
+    """The GiB at n = FAR, extrapolated from the largest length with the learner's own exponent."""
+    last, n_last = peaks[-1], lengths[-1]
+    expected = last * (FAR / n_last) ** exponent / GIB
+    if math.isclose(got, expected, rel_tol=CONCLUSION_TOLERANCE):
+        return
+    wrong = [(last * (FAR / n_last) ** exponent, "that is bytes; return GiB, bytes / 2**30."),
+             (last * (FAR / n_last) ** exponent / 1e9, "that is GB (10^9 bytes); return GiB, bytes / 2**30."),
+             (last * (FAR / n_last) ** 2 / GIB, "you extrapolated with the exponent 2; use your fitted "
+                                               "exponent, the conclusion of your own measurement."),
+             (peaks[0] * (FAR / lengths[0]) ** exponent / GIB, "you extrapolated from the smallest length, "
+                                                              "outside the regime you fitted; extrapolate "
+                                                              "from the largest one."),
+             (last * FAR / n_last * exponent / GIB, "you multiplied by exponent * (32768 / n); the power "
+                                                    "law scales by (32768 / n) ** exponent.")]
+    for value, why in wrong:
+        if math.isclose(got, value, rel_tol=CONCLUSION_TOLERANCE):
+            raise CheckFailed(f"{task}: {where} you concluded {got:.4g} GiB at n = {FAR}: {why}")
+    raise CheckFailed(f"{task}: {where} you concluded {got:.4g} GiB at n = {FAR}; your own numbers give "
+                      f"{expected:.4g}: peak at n = {n_last} times (32768 / {n_last}) ** exponent, in GiB "
+                      f"(right means within {CONCLUSION_TOLERANCE:.0%}).")
+
+
+def _measure_cases() -> list[tuple[str, Callable, int, list[int]]]:
+    doubling = [8 * 2**i for i in range(9)]  # 8 ... 2048
+    return [("self-attention (d_model 64, 4 heads)", _attention(64, 4), 64, doubling),
+            ("a feed-forward layer (d_model 64)", _feed_forward(64), 64, doubling),
+            ("self-attention (d_model 32, 2 heads)", _attention(32, 2), 32, doubling[1:])]
+
+
+@functools.cache  # exact and deterministic: measured once per session
+def _reference_peaks(case: int) -> list[int]:
+    _, forward, d_model, lengths = _measure_cases()[case]
+    return _peaks(forward, d_model, lengths)
+
+
+def check_memory_growth(fn: Callable) -> CheckResult:
+    """Check ``fn(forward, d_model, lengths) -> (peaks, exponent, gib)``: measured, fitted, concluded."""
+    task = "memory_growth"
 
     def body() -> str:
-        for batch, heads, n, dtype in _BYTES_CASES:
-            where = f"for batch={batch}, n_heads={heads}, n={n}, dtype={dtype}"
-            got = _number(task, call(task, fn, batch, heads, n, dtype), f"the bytes {where}")
-            expected = attention_weight_bytes(batch, heads, n, dtype)
-            if got == expected:
-                continue
-            for value, message in _bytes_mistakes(batch, heads, n, dtype):
-                if got == value != expected:
-                    raise CheckFailed(f"{task}: {where}: got {got:g}, expected {expected}: {message}")
-            raise CheckFailed(f"{task}: {where}: got {got:g}, expected {expected} = B * H * n * n * "
-                              "(bytes per element).")
-        return f"{len(_BYTES_CASES)} (batch, heads, n, dtype) cases in float32, float16, bfloat16 and float64"
-
-    return run_check(task, body)
-
-
-# ----------------------------------------------------------------------------- task 3: path length
-
-# The first convolution case tells the usual mistakes apart: 7 layers, not 6 (rounded down),
-# 5 (k positions per layer) or 3 (log_k n).
-_PATH_CASES = (("recurrent", 1, 3), ("recurrent", 10, 3), ("attention", 1, 3), ("attention", 50, 3),
-               ("convolution", 20, 4), ("convolution", 10, 3), ("convolution", 9, 3),
-               ("convolution", 1, 3), ("convolution", 16, 2))
-
-
-def _path_message(kind: str, n: int, k: int, got: float) -> str:
-    if kind == "recurrent":
-        if got == n - 1:
-            return ("off by one: x_0 enters at the first step (h_0 = cell(x_0, 0)) and each further step "
-                    "carries it one position on: n steps in all, as measured in notebook 09.")
-        return "a recurrence moves information one position per step: from x_0 to output n-1 takes n steps."
-    if kind == "attention":
-        return "one attention layer connects every query with every key: 1 layer, whatever n."
-    if n > 1 and got == (n - 1) // (k - 1) != math.ceil((n - 1) / (k - 1)):
-        return "round up: when k - 1 does not divide n - 1, the last stretch still needs a whole layer."
-    if n > 1 and got in ((n - 1) // k, math.ceil((n - 1) / k), math.ceil(n / k)):
-        return ("a causal layer of kernel k sees its own position and k - 1 before it: it carries "
-                "information k - 1 positions back, so ceil((n - 1) / (k - 1)) layers.")
-    if got == 0:
-        return "at least one layer: even output 0 needs one layer to see x_0."
-    if n > 1 and got == math.ceil(math.log(n, k)):
-        return ("log_k(n) is the path of a dilated convolution (dilations 1, k, k^2 ...); a plain "
-                "convolution of kernel k needs ceil((n - 1) / (k - 1)) layers.")
-    return (f"the path from x_0 to output n-1 through causal convolutions of kernel {k} is "
-            "ceil((n - 1) / (k - 1)) layers.")
-
-
-def check_path_length(fn: Callable) -> CheckResult:
-    """Check ``fn(kind, n, kernel_size) -> layers`` from x_0 to output n-1 (the paper's path length)."""
-    task = "path_length"
-
-    def body() -> str:
-        for kind, n, k in _PATH_CASES:
-            where = f"for kind={kind!r}, n={n}" + (f", kernel_size={k}" if kind == "convolution" else "")
-            got = call(task, fn, kind, n, k)
-            value = _number(task, got, f"the path length {where}")
-            expected = expected_path_length(kind, n, k)
-            if value == expected:
-                if not isinstance(got, (int, np.integer)) or isinstance(got, bool):
-                    raise CheckFailed(f"{task}: {where}: return a whole number of layers as an int, got "
-                                      f"{got!r} ({type(got).__name__}); math.ceil returns an int.")
-                continue
-            raise CheckFailed(f"{task}: {where}: got {value:g}, expected {expected}: "
-                              f"{_path_message(kind, n, k, value)}")
-        return f"{len(_PATH_CASES)} cases: recurrent, attention and causal convolutions of kernel 2, 3 and 4"
+        cases = _measure_cases()
+        for case, (name, forward, d_model, lengths) in enumerate(cases):
+            where = f"for {name}, lengths {lengths[0]} to {lengths[-1]}:"
+            got = call(task, fn, forward, d_model, list(lengths))
+            peaks, exponent, gib = unpack(task, got, ("peaks", "exponent", "gib"))
+            peaks = _numbers(task, peaks, len(lengths), f"{where} peaks")
+            ref = _reference_peaks(case)
+            _diagnose_peaks(task, where, peaks, ref, lengths, d_model)
+            exponent = as_float(task, exponent, "the exponent")
+            _check_exponent(task, where, exponent, lengths, ref, d_model)
+            gib = as_float(task, gib, "the GiB at n = 32768")
+            _check_conclusion(task, where, gib, exponent, lengths, ref)
+        return (f"{len(cases)} layers (attention: exponent near 2 at large n; feed-forward: 1), the peaks "
+                f"exact, the exponent within {EXPONENT_TOLERANCE}, the GiB at n = {FAR} within "
+                f"{CONCLUSION_TOLERANCE:.0%} of your fit's extrapolation")
 
     return run_check(task, body)

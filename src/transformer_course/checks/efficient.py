@@ -1,27 +1,29 @@
 """Checks for solutions/11_efficient_attention: the online-softmax step and the tiled loop.
 
-Shapes: T queries, S keys, Bk keys in one block, Dh head size, Dv value size.
+Shapes: B batch, T queries, S keys, Bk keys in one block, Dh head size, Dv value size.
 The running state of one query: m (running maximum of its scores), l (running sum of
 exp(score - m)) and acc (running sum of exp(score - m) * value, not yet divided by l).
+
+The tiled loop is checked for what it computes and for how: while the learner's function
+runs, a ``TorchFunctionMode`` sees the shape of every tensor it builds, so an answer that
+holds the whole (T, S) score matrix (or all S scores of a query) at once is told so, even
+when its numbers are right.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from ..efficient import online_softmax_step
-from ._core import CheckFailed, call, compare, fmt_shape, run_check
+from ._core import SHORTCUTS, CheckFailed, call, close, compare, fmt_shape, run_check, unpack
 
 __all__ = ["check_online_softmax_step", "check_tiled_attention"]
-
-
-def _close(a: object, b: torch.Tensor, atol: float = 1e-6) -> bool:
-    return (isinstance(a, torch.Tensor) and a.shape == b.shape
-            and bool(torch.allclose(a.detach().double(), b.double(), atol=atol, rtol=1e-5)))
 
 
 # ----------------------------------------------------------------------------- task 1: one step
@@ -54,44 +56,43 @@ def _diagnose_step(task: str, where: str, got: tuple, state: tuple[torch.Tensor,
     m, l, acc, scores, v = state
     m_ref, l_ref, acc_ref = online_softmax_step(m, l, acc, scores, v)
     m_got, l_got, acc_got = got
-    if not _close(m_got, m_ref):
-        if _close(m_got, scores.amax(-1)):
-            raise CheckFailed(f"{task}: {where} the new maximum is the block's maximum alone; it must "
+    if not close(m_got, m_ref, atol=1e-6, rtol=1e-5):
+        if close(m_got, scores.amax(-1)):
+            raise CheckFailed(f"{task}: {where}: the new maximum is the block's maximum alone; it must "
                               "be the maximum over everything seen so far: torch.maximum(m, "
                               "scores.amax(-1)).")
-        if _close(m_got, m):
-            raise CheckFailed(f"{task}: {where} the running maximum was not updated: "
+        if close(m_got, m):
+            raise CheckFailed(f"{task}: {where}: the running maximum was not updated: "
                               "m_new = torch.maximum(m, scores.amax(-1)).")
-        compare(task, m_got, m_ref, what=f"the new running maximum m ({where})")
-    for name, x in (("l", l_got), ("acc", acc_got)):
-        if isinstance(x, torch.Tensor) and x.shape == (l_ref if name == "l" else acc_ref).shape \
-                and not torch.isfinite(x).all():
-            raise CheckFailed(f"{task}: {where} the new {name} contains NaN or infinity: exp of a large "
+    compare(task, m_got, m_ref, atol=1e-6, rtol=1e-5, what=f"the new running maximum m, {where},")
+    for name, x, ref in (("l", l_got, l_ref), ("acc", acc_got, acc_ref)):
+        if isinstance(x, torch.Tensor) and x.shape == ref.shape and not torch.isfinite(x).all():
+            raise CheckFailed(f"{task}: {where}: the new {name} contains NaN or infinity: exp of a large "
                               "score overflows. Subtract the new running maximum before exp: "
                               "p = exp(scores - m_new[..., None]).")
     p = torch.exp(scores - m_ref[..., None])  # (..., T, Bk)
     alpha = torch.exp(m - m_ref)  # (..., T)
-    if not _close(l_got, l_ref):
-        if _close(l_got, l + p.sum(-1)):
-            raise CheckFailed(f"{task}: {where} the running sum was not rescaled when the maximum "
+    if not close(l_got, l_ref, atol=1e-6, rtol=1e-5):
+        if close(l_got, l + p.sum(-1)):
+            raise CheckFailed(f"{task}: {where}: the running sum was not rescaled when the maximum "
                               "changed: the old l counts exp(score - m_old); multiply it by "
                               "exp(m_old - m_new) before adding the block's sum.")
         raw = torch.exp(scores).sum(-1)
-        if _close(l_got, alpha * l + raw) or _close(l_got, l + raw):
-            raise CheckFailed(f"{task}: {where} you took exp of the raw scores: subtract the running "
+        if close(l_got, alpha * l + raw) or close(l_got, l + raw):
+            raise CheckFailed(f"{task}: {where}: you took exp of the raw scores: subtract the running "
                               "maximum first, p = exp(scores - m_new[..., None]), or exp overflows for "
                               "large scores.")
-        compare(task, l_got, l_ref, what=f"the new running sum l ({where})")
-    if not _close(acc_got, acc_ref):
-        if _close(acc_got, acc + p @ v):
-            raise CheckFailed(f"{task}: {where} the output accumulator was not rescaled when the "
+    compare(task, l_got, l_ref, atol=1e-6, rtol=1e-5, what=f"the new running sum l, {where},")
+    if not close(acc_got, acc_ref, atol=1e-6, rtol=1e-5):
+        if close(acc_got, acc + p @ v):
+            raise CheckFailed(f"{task}: {where}: the output accumulator was not rescaled when the "
                               "maximum changed: multiply the old acc by exp(m_old - m_new) (one "
                               "factor per query, acc * alpha[..., None]) before adding p @ v.")
-        if _close(acc_got, acc_ref / l_ref[..., None]):
-            raise CheckFailed(f"{task}: {where} acc was divided by the running sum inside the step. "
+        if close(acc_got, acc_ref / l_ref[..., None]):
+            raise CheckFailed(f"{task}: {where}: acc was divided by the running sum inside the step. "
                               "Keep acc un-normalised (a sum of exp(score - m) * value) and divide by l "
                               "once, after the last block.")
-        compare(task, acc_got, acc_ref, what=f"the new accumulator acc ({where})")
+    compare(task, acc_got, acc_ref, atol=1e-6, rtol=1e-5, what=f"the new accumulator acc, {where},")
 
 
 def check_online_softmax_step(fn: Callable) -> bool:
@@ -102,18 +103,126 @@ def check_online_softmax_step(fn: Callable) -> bool:
         g = torch.Generator().manual_seed(1111)
         cases = _step_cases(g)
         for where, state in cases:
-            got = call(task, fn, *(x.clone() for x in state))
-            if not isinstance(got, (tuple, list)) or len(got) != 3:
-                raise CheckFailed(f"{task}: return the three updated tensors (m, l, acc), got "
-                                  f"{type(got).__name__}" + (f" of length {len(got)}"
-                                                             if isinstance(got, (tuple, list)) else ""))
-            _diagnose_step(task, f"for {where}:", tuple(got), state)
+            got = unpack(task, call(task, fn, *state), ("m", "l", "acc"))
+            _diagnose_step(task, f"for {where}", got, state)
         return f"{len(cases)} states, including a first block and logits near 800"
 
     return run_check(task, body)
 
 
 # ----------------------------------------------------------------------------- task 2: the loop
+
+# The library's and the course's own attention: the task is to write the loop by hand.
+_WHOLE_ATTENTION = (*SHORTCUTS["softmax"], *SHORTCUTS["attention"],
+                    "transformer_course.efficient:tiled_attention",
+                    "transformer_course.efficient:naive_attention",
+                    "transformer_course.efficient:fused_attention",
+                    "transformer_course.attention:scaled_dot_product_attention")
+
+# Operations that sum over the head size: the ones that turn queries and keys into scores.
+_CONTRACTIONS = frozenset({"matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "einsum", "baddbmm",
+                           "tensordot", "inner", "linear", "sum", "mv", "dot"})
+
+
+def _results(value: object) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _results(item)]
+    return []
+
+
+class _ScoreWatch(TorchFunctionMode):
+    """Watches the tensors a tiled loop builds (top-level torch calls only, so nothing twice).
+
+    It records the first tensor that holds too many scores at once and counts the blocks of
+    scores (the results of a sum over the head size Dh, in either orientation). It follows
+    which tensors come from the inputs q, k, v, so that positions such as torch.arange(S) are
+    not taken for scores. The learner's code runs unchanged: gradients, printing, everything.
+    """
+
+    def __init__(self, B: int, T: int, S: int, Dh: int, Dv: int, block_size: int):
+        super().__init__()
+        self.B, self.T, self.S, self.Dh, self.Dv, self.block = B, T, S, Dh, Dv, block_size
+        self.padded = -(-S // block_size) * block_size  # S rounded up to whole blocks
+        self.too_big: tuple[str, torch.Tensor] | None = None
+        self.blocks = 0  # blocks of scores computed
+        self.derived: dict[int, torch.Tensor] = {}  # id -> tensor computed from q, k or v (kept alive)
+
+    def follow(self, *inputs: object) -> None:
+        """Count these tensors (the learner's inputs) as the start of everything derived."""
+        for t in _results(list(inputs)):
+            self.derived[id(t)] = t
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.too_big is None and self.S > self.block:
+            name = getattr(func, "__name__", "")
+            inputs = _results(list(args)) + _results(list((kwargs or {}).values()))
+            derived = any(id(x) in self.derived for x in inputs)
+            for result in _results(out):
+                if derived:
+                    self.derived[id(result)] = result
+                self._see(name, result, inputs, derived)
+        return out
+
+    def _see(self, name: str, out: torch.Tensor, inputs: list[torch.Tensor], derived: bool) -> None:
+        last2 = tuple(out.shape[-2:])
+        if self.too_big is not None or not last2:
+            return
+        if last2 in ((self.T, self.S), (self.S, self.T)):  # the whole matrix, either way round
+            self.too_big = ("matrix" if derived and out.is_floating_point() else "mask", out)
+            return
+        floating = out.is_floating_point()
+        keys = {self.S, self.padded} & set(last2)
+        features = {self.Dh, self.Dv} & set(last2)  # k, v and their transposes hold no scores
+        if (derived and floating and keys and not features
+                and self.S not in (self.T, self.B, self.Dh, self.Dv)):
+            self.too_big = ("row", out)
+            return
+        if name not in _CONTRACTIONS or not floating or self.Dh in last2 or last2[-1] == self.Dv:
+            return
+        if not any(self.Dh in x.shape[-2:] for x in inputs):
+            return
+        if out.numel() > self.B * self.T * self.block:
+            self.too_big = ("block", out)
+            return
+        self.blocks += 1
+
+    def verdict(self, task: str, where: str) -> int:
+        """Raise CheckFailed when the loop held too many scores at once; else the blocks counted."""
+        T, S, block = self.T, self.S, self.block
+        limit = (f"the task is to never hold more than (T, block_size) = ({T}, {block}) scores at "
+                 "once: loop over the keys in blocks, k[..., s:s + block_size, :].")
+        if self.too_big is None:
+            return self.blocks
+        kind, out = self.too_big
+        shape = fmt_shape(out.shape)
+        if kind == "mask":
+            raise CheckFailed(f"{task}: {where}: your function built a (T, S) = ({T}, {S}) mask (a "
+                              f"tensor of shape {shape}), as big as the scores: build the mask of "
+                              "one block at a time, key positions s .. s + Bk - 1 against the "
+                              "query positions (a (T, Bk) mask).")
+        if kind == "matrix":
+            raise CheckFailed(f"{task}: {where}: your function built a (T, S) = ({T}, {S}) score "
+                              f"matrix (a tensor of shape {shape}): {limit}")
+        if kind == "row":
+            raise CheckFailed(f"{task}: {where}: your function built a tensor of shape {shape}, with "
+                              f"all S = {S} keys on one axis: {limit}")
+        raise CheckFailed(f"{task}: {where}: your function computed {out.numel() // self.B} scores per "
+                          f"batch row at once (a tensor of shape {shape}), more than T * block_size = "
+                          f"{T} * {block}: {limit}")
+
+
+def _watched(fn: Callable, watch: _ScoreWatch) -> Callable:
+    """``fn`` run under the watch; the same signature, so that messages use the learner's names."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        watch.follow(*args, *kwargs.values())
+        with watch:
+            return fn(*args, **kwargs)
+    return run
+
 
 def _tiled_variant(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, causal: bool,
                    mistake: str = "") -> torch.Tensor:
@@ -157,32 +266,58 @@ _LOOP_MISTAKES = {
                              "range(0, S, block_size); slicing k[..., s:s + block_size] stops at S.",
 }
 
+# (B, T, S, Dh, Dv, block_size, causal, dtype). Within a case B, T, Dh, Dv and the block widths
+# differ from each other and from S (T = S once, for self-attention), so that a tensor's shape
+# says what it holds.
+_LOOP_CASES = [
+    (2, 8, 22, 5, 3, 6, False, torch.float64),   # blocks of 6, 6, 6, 4
+    (1, 9, 20, 7, 3, 6, True, torch.float64),    # T < S: keys after T are all in the future
+    (2, 16, 11, 5, 7, 4, True, torch.float64),   # T > S: the last queries see every key
+    (2, 13, 13, 4, 6, 5, True, torch.float32),   # self-attention, float32 in and out
+    (2, 5, 7, 3, 4, 1, True, torch.float64),     # one key at a time
+    (2, 4, 6, 3, 5, 16, False, torch.float64),   # one block holds every key
+]
+
+
+def _explain_values(task: str, where: str, got: object, q: torch.Tensor, k: torch.Tensor,
+                    v: torch.Tensor, block: int, causal: bool, ref: torch.Tensor) -> None:
+    if not isinstance(got, torch.Tensor) or got.shape != ref.shape:
+        return
+    clean = got.detach().double().nan_to_num(0.0)
+    for mistake, message in _LOOP_MISTAKES.items():
+        wrong = _tiled_variant(q.double(), k.double(), v.double(), block, causal, mistake).nan_to_num(0.0)
+        if not close(wrong, ref, atol=1e-6) and close(clean, wrong, atol=1e-6):
+            raise CheckFailed(f"{task}: {where}: {message}")
+
 
 def check_tiled_attention(fn: Callable) -> bool:
-    """Check ``fn(q, k, v, block_size, causal) -> output``: tiled attention equal to exact attention."""
+    """Check ``fn(q, k, v, block_size, causal) -> output``: exact attention, one block of keys at a time.
+
+    Besides the values, the check watches the shapes of the tensors ``fn`` builds: no more than
+    (T, block_size) scores at once, no (T, S) mask.
+    """
     task = "tiled_attention"
 
     def body() -> str:
         g = torch.Generator().manual_seed(2222)
-        cases = [((2, 8, 8, 4), 4, False), ((1, 7, 10, 8), 3, False), ((3, 9, 9, 4), 4, True),
-                 ((2, 6, 11, 4), 5, True), ((1, 5, 5, 2), 1, True), ((2, 4, 6, 4), 16, False)]
-        for (B, T, S, Dh), block, causal in cases:
-            q = torch.randn(B, T, Dh, generator=g, dtype=torch.float64)
-            k = torch.randn(B, S, Dh, generator=g, dtype=torch.float64)
-            v = torch.randn(B, S, Dh + 1, generator=g, dtype=torch.float64)
-            got = call(task, fn, q.clone(), k.clone(), v.clone(), block, causal)
-            ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            where = (f"for q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)}, block_size={block}, "
-                     f"causal={causal}:")
-            if _close(got, ref, atol=1e-8):
-                continue
-            if isinstance(got, torch.Tensor) and got.shape == ref.shape:
-                clean = got.detach().double().nan_to_num(0.0)
-                for mistake, message in _LOOP_MISTAKES.items():
-                    wrong = _tiled_variant(q, k, v, block, causal, mistake).nan_to_num(0.0)
-                    if not _close(wrong, ref, atol=1e-8) and _close(clean, wrong, atol=1e-8):
-                        raise CheckFailed(f"{task}: {where} {message}")
-            compare(task, got, ref, atol=1e-8, what=f"the output {where}")
-        return f"{len(cases)} inputs: T != S, T not a multiple of the block, causal and not"
+        counted = ""
+        for B, T, S, Dh, Dv, block, causal, dtype in _LOOP_CASES:
+            q = torch.randn(B, T, Dh, generator=g, dtype=torch.float64).to(dtype)
+            k = torch.randn(B, S, Dh, generator=g, dtype=torch.float64).to(dtype)
+            v = torch.randn(B, S, Dv, generator=g, dtype=torch.float64).to(dtype)
+            where = (f"for q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)}, v {fmt_shape(v.shape)}, "
+                     f"block_size={block}, causal={causal}")
+            watch = _ScoreWatch(B, T, S, Dh, Dv, block)
+            got = call(task, _watched(fn, watch), q, k, v, block, causal, forbid=_WHOLE_ATTENTION)
+            blocks = watch.verdict(task, where)
+            ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=causal)
+            atol = 1e-9 if dtype == torch.float64 else 1e-5
+            if not close(got, ref, atol=atol) or not isinstance(got, torch.Tensor) or got.dtype != dtype:
+                _explain_values(task, where, got, q, k, v, block, causal, ref)
+                compare(task, got, ref, atol=atol, what=f"the output, {where},", dtype=dtype)
+            if blocks and not counted:
+                counted = f" ({blocks} blocks of scores for S={S}, block_size={block})"
+        return (f"{len(_LOOP_CASES)} inputs (T < S, T > S, causal and not, float64 and float32), never "
+                f"more than block_size scores per query at once{counted}")
 
     return run_check(task, body)

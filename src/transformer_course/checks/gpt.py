@@ -1,223 +1,309 @@
-"""Checks for solutions/10_decoder_only_gpt: top-k filtering, the sampling distribution, a cached step.
+"""Checks for solutions/10_decoder_only_gpt: the sampling distribution and a cached attention step.
 
-Shapes: B batch, H heads, S cached positions, Dh head size, V vocabulary.
+Shapes: B batch, H heads, S cached positions, n new positions, Dh head size, V vocabulary.
+Masks follow the course's convention: boolean, True where attention is allowed.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
-from ._core import CheckFailed, call, check_distribution, compare, fmt_shape, run_check
+from ._core import CheckFailed, call, check_distribution, close, compare, fmt_shape, run_check, unpack
 
-__all__ = ["check_top_k_filter", "check_sampling_probs", "check_attend_with_cache"]
-
-
-def _same(a: object, b: torch.Tensor, atol: float = 1e-5) -> bool:
-    return (isinstance(a, torch.Tensor) and a.shape == b.shape
-            and bool(torch.allclose(a.detach().float(), b.float(), atol=atol, rtol=1e-4)))
+__all__ = ["check_sampling_probs", "check_attend_with_cache"]
 
 
-def _ref_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    kth = logits.topk(k, dim=-1).values[..., -1:]  # (..., 1)
-    return logits.masked_fill(logits < kth, float("-inf"))
+def _like(got: object, want: torch.Tensor, atol: float = 1e-5) -> bool:
+    """``close``, but -inf, inf and NaN count as equal where both have them in the same places."""
+    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+        return False
+    a, b = got.detach().double(), want.detach().double()
+    finite = torch.isfinite(a)
+    if not torch.equal(finite, torch.isfinite(b)):
+        return False
+    signs = {"nan": 0.0, "posinf": 1.0, "neginf": -1.0}
+    return (torch.equal(a[~finite].nan_to_num(**signs), b[~finite].nan_to_num(**signs))
+            and close(a[finite], b[finite], atol=atol))
 
 
-# ----------------------------------------------------------------------------- top-k
+# ----------------------------------------------------------------------------- task 1: the sampler
 
-def _diagnose_top_k(task: str, got: torch.Tensor, logits: torch.Tensor, k: int) -> None:
-    where = f"for logits {fmt_shape(logits.shape)} and k={k}"
-    got = got.detach().float()
-    if torch.isnan(got).any():
-        raise CheckFailed(f"{task}: {where} the result contains NaN; fill the dropped logits with "
-                          "float('-inf').")
-    dropped = torch.isneginf(got) | (got <= -1e9)  # -inf, or a number so negative it acts as one
-    if torch.allclose(got.sum(-1), torch.ones(got.shape[:-1]), atol=1e-4) and (got >= 0).all():
-        raise CheckFailed(f"{task}: {where} you returned probabilities; return the logits with all "
-                          "but the k largest set to -inf (the softmax comes later).")
-    if not dropped.any() and k < logits.shape[-1]:
-        zeros = (got == 0) & (logits != 0)
-        if zeros.any():
-            raise CheckFailed(f"{task}: {where} the dropped logits are 0, and a logit of 0 still "
-                              "gets probability after the softmax: fill them with float('-inf').")
-        raise CheckFailed(f"{task}: {where} nothing was dropped: keep the k largest logits of each "
-                          "row and set the others to -inf.")
-    ref_kept = torch.isfinite(_ref_top_k(logits, k))
-    if logits.dim() >= 2 and logits.shape[-2] >= k and not torch.equal(~dropped, ref_kept):
-        other = torch.isfinite(_ref_top_k(logits.transpose(-1, -2), k).transpose(-1, -2))
-        if torch.equal(~dropped, other):
-            raise CheckFailed(f"{task}: {where} you took the top k over the wrong axis: the "
-                              "vocabulary is the last axis, dim=-1.")
-    kept = (~dropped).sum(-1)  # (...,)
-    if not (kept == k).all():
-        n = int(kept.flatten()[(kept != k).flatten().nonzero()[0]])
-        hint = (" An off-by-one: compare with the k-th largest value using >=, e.g. "
-                "logits < logits.topk(k).values[..., -1:] marks the ones to drop."
-                if abs(n - k) == 1 else "")
-        raise CheckFailed(f"{task}: {where} a row keeps {n} logits instead of k={k}.{hint}")
-    if torch.equal(~dropped, torch.isfinite(_ref_top_k(-logits, k))) and not torch.equal(~dropped, ref_kept):
-        raise CheckFailed(f"{task}: {where} you kept the k smallest logits: keep the k largest "
-                          "(the most likely tokens). Check the sign of the comparison, or "
-                          "topk's largest=True.")
-    if not torch.equal(~dropped, ref_kept):
-        raise CheckFailed(f"{task}: {where} some of the kept logits are not among the k largest "
-                          "of their row.")
-    if not torch.allclose(got[~dropped], logits[~dropped], atol=1e-5):
-        raise CheckFailed(f"{task}: {where} the kept logits were changed: keep them as they are "
-                          "and only set the others to -inf.")
+# The course's own sampler: the task is to write the filter by hand.
+_SAMPLERS = ("transformer_course.gpt:top_k_filter", "transformer_course.gpt:sampling_probs",
+             "transformer_course.gpt:sample_next")
+
+# (logits shape, temperature, top_k)
+_SAMPLING_CASES = [((4, 9), 0.5, None), ((4, 9), 2.0, 3), ((2, 3, 6), 0.7, 2), ((5, 8), 1.5, 1),
+                   ((3, 7), 0.8, 7), ((5, 10), 1.0, 4)]
 
 
-def check_top_k_filter(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
-    """Check ``fn(logits, k)``: the k largest logits of each row kept, the others set to -inf."""
-    task = "top_k_filter"
-
-    def body() -> str:
-        g = torch.Generator().manual_seed(1010)
-        cases = [((4, 10), 3), ((2, 3, 7), 1), ((5, 6), 5), ((3, 8), 8), ((6, 12), 4)]  # (shape, k)
-        for shape, k in cases:
-            logits = torch.randn(*shape, generator=g) * 2
-            got = call(task, fn, logits.clone(), k)
-            ref = _ref_top_k(logits, k)
-            if not isinstance(got, torch.Tensor) or got.shape != ref.shape:
-                compare(task, got, ref, what=f"the result for logits {fmt_shape(logits.shape)}")
-            _diagnose_top_k(task, got, logits, k)
-        return f"{len(cases)} random inputs, k from 1 to V"
-
-    return run_check(task, body)
+def _top(x: torch.Tensor, k: int, dim: int = -1, largest: bool = True) -> torch.Tensor:
+    """True at the k largest (or smallest) entries along ``dim``; nothing for k = 0."""
+    if k == 0:
+        return torch.zeros_like(x, dtype=torch.bool)
+    kth = x.topk(k, dim=dim, largest=largest).values.narrow(dim, k - 1, 1)
+    return x >= kth if largest else x <= kth
 
 
-# ----------------------------------------------------------------------------- sampling distribution
+def _sampling_logits(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """Rows far apart (one row far below the others' maxima), as the logits of a batch are."""
+    shift = torch.randn(*shape[:-1], 1, generator=g) * 6  # (..., 1)
+    shift.view(-1)[0] = shift.min() - 8
+    return torch.randn(*shape, generator=g) * 2 + shift  # (..., V)
 
-def _diagnose_probs(task: str, got: torch.Tensor, logits: torch.Tensor, t: float, k: int | None) -> None:
-    where = f"for temperature={t} and top_k={k}"
-    filt = (lambda x: x) if k is None else (lambda x: _ref_top_k(x, k))
-    got = got.detach().float()
-    if not torch.isfinite(got).all():
-        raise CheckFailed(f"{task}: {where} the probabilities contain NaN or infinity.")
-    candidates = [
-        (torch.softmax(filt(logits), -1), "the temperature has no effect: divide the logits by the "
-                                          "temperature before the softmax."),
-        (torch.softmax(filt(logits * t), -1), "you multiplied the logits by the temperature; divide "
-                                              "by it (a low temperature must sharpen the distribution)."),
-        (torch.softmax(filt(logits), -1) / t, "you divided the probabilities by the temperature after "
-                                              "the softmax; divide the logits before it."),
-        (torch.softmax(torch.softmax(filt(logits), -1) / t, -1),
-         "you applied the temperature after a first softmax; divide the logits by the temperature, "
-         "then take one softmax."),
-        (torch.softmax(logits / t, -1), "top-k is ignored: only the top_k most likely tokens may "
-                                        "have probability; set the other logits to -inf."),
+
+def _sampler_mistakes(x: torch.Tensor, t: float, k: int | None) -> list[tuple[torch.Tensor, str]]:
+    """Wrong answers, whole, with what each got wrong (float64 logits in)."""
+    keep = torch.ones_like(x, dtype=torch.bool) if k is None else _top(x, k)  # the same for x / t
+
+    def soft(y: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(y, -1)
+
+    def filt(y: torch.Tensor) -> torch.Tensor:
+        return y.masked_fill(~keep, -math.inf)
+
+    z = x / t
+    wrong = [
+        (soft(filt(x)), "the temperature has no effect: divide the logits by the temperature before "
+                        "the softmax."),
+        (soft(filt(x * t)), "you multiplied the logits by the temperature; divide by it (a "
+                            "temperature below 1 must sharpen the distribution)."),
+        (soft(filt(x)) / t, "you divided the probabilities by the temperature after the softmax; "
+                            "divide the logits before it."),
+        (soft(soft(filt(x)) / t), "you applied the temperature after a first softmax; divide the "
+                                  "logits by the temperature, then take one softmax."),
+        (torch.log_softmax(filt(z), -1), "you returned log-probabilities: return the probabilities, "
+                                         "the softmax of the filtered logits."),
+        (filt(z), "you returned logits (divided by the temperature, filtered): return probabilities, "
+                  "their softmax over the last axis."),
     ]
-    if k is not None:
-        p = torch.softmax(logits / t, -1)
-        candidates.append((p.masked_fill(~torch.isfinite(_ref_top_k(logits, k)), 0.0),
-                           "you filtered after the softmax without renormalising, so the "
-                           "probabilities no longer sum to 1: filter the logits, then take the softmax."))
-    ref = torch.softmax(filt(logits / t), -1)
-    for wrong, message in candidates:
-        if _same(got, wrong) and not _same(got, ref):
-            raise CheckFailed(f"{task}: {where} {message}")
+    if k is not None and k < x.shape[-1]:
+        wrong += [
+            (soft(z), "top_k is ignored: only the top_k largest logits of each row may keep "
+                      "probability; set the others to float('-inf') before the softmax."),
+            (soft(z).masked_fill(~keep, 0.0), "you zeroed the dropped tokens after the softmax "
+                                              "without renormalising, so a row no longer sums to 1: "
+                                              "set the dropped logits to -inf, then take the softmax."),
+            (soft(z.masked_fill(~keep, 0.0)), "the dropped logits were set to 0, and a logit of 0 "
+                                              "still gets probability after the softmax: set them to "
+                                              "float('-inf'), which the softmax turns into exactly 0."),
+        ]
+    return wrong
+
+
+def _diagnose_kept(task: str, where: str, got: torch.Tensor, x: torch.Tensor, k: int) -> None:
+    """Name the mistake in which tokens keep probability (> 0); rows with NaN keep none."""
+    p = got.detach().double()
+    kept = (p > 0) & torch.isfinite(p).all(-1, keepdim=True)  # (..., V)
+    if torch.equal(kept, _top(x, k)):
+        return
+    counts = kept.sum(-1).flatten().tolist()
+    if k + 1 <= x.shape[-1] and torch.equal(kept, _top(x, k + 1)):
+        raise CheckFailed(f"{task}: {where}: every row keeps k + 1 = {k + 1} tokens instead of "
+                          f"top_k = {k}: an off-by-one. The k-th largest logit is "
+                          "logits.topk(k, dim=-1).values[..., -1:] (index k - 1, the last of the top k).")
+    if torch.equal(kept, _top(x, k - 1)):
+        raise CheckFailed(f"{task}: {where}: every row keeps k - 1 = {k - 1} tokens instead of "
+                          f"top_k = {k}: an off-by-one. Keep the logits >= the k-th largest (drop "
+                          "those <); `>` drops the k-th largest itself.")
+    if x.dim() >= 2 and x.shape[-2] >= k and torch.equal(kept, _top(x, k, dim=-2)):
+        raise CheckFailed(f"{task}: {where}: you took the top k over the wrong axis: the vocabulary is "
+                          "the last axis, dim=-1.")
+    if torch.equal(kept, _top(x, k, largest=False)):
+        raise CheckFailed(f"{task}: {where}: you kept the k smallest logits: keep the k largest (the "
+                          "most likely tokens); check the comparison, or topk's largest=True.")
+    if kept.any() and (~kept).any() and x[~kept].max() < x[kept].min():
+        raise CheckFailed(f"{task}: {where}: your function used one threshold for all the rows: the "
+                          f"rows keep {counts} tokens. Each row needs its own k-th largest logit, "
+                          "logits.topk(k, dim=-1).values[..., -1:] of shape (..., 1), not one number "
+                          "for the whole batch: with one number, a row whose logits sit low keeps "
+                          "fewer than k tokens (or none) and a row whose logits sit high keeps more.")
+    raise CheckFailed(f"{task}: {where}: the tokens with probability > 0 are not the top_k = {k} "
+                      f"largest logits of each row (the rows keep {counts} tokens).")
 
 
 def check_sampling_probs(fn: Callable[..., torch.Tensor]) -> bool:
-    """Check ``fn(logits, temperature, top_k)``: softmax(top-k filtered logits / temperature)."""
+    """Check ``fn(logits, temperature, top_k)``: softmax of the top-k filtered logits / temperature."""
     task = "sampling_probs"
 
     def body() -> str:
         g = torch.Generator().manual_seed(1011)
-        cases = [((4, 9), 0.5, None), ((3, 9), 2.0, 3), ((2, 3, 6), 0.7, 2), ((5, 8), 1.5, 1),
-                 ((3, 7), 0.8, 7)]
-        for shape, t, k in cases:
-            logits = torch.randn(*shape, generator=g) * 2
-            got = call(task, fn, logits.clone(), t, k)
-            ref = torch.softmax((logits / t) if k is None else _ref_top_k(logits / t, k), -1)
-            if isinstance(got, torch.Tensor) and got.shape == ref.shape:
-                _diagnose_probs(task, got, logits, t, k)
-            check_distribution(task, got, ref)
-        return f"{len(cases)} random inputs, temperatures 0.5 to 2, top_k None and 1 to V"
+        for shape, t, k in _SAMPLING_CASES:
+            logits = _sampling_logits(shape, g)
+            where = f"for logits {fmt_shape(shape)}, temperature={t}, top_k={k}"
+            try:
+                got = call(task, fn, logits, t, k, forbid=_SAMPLERS)
+            except CheckFailed as err:
+                if k is None or "must match the size of tensor" not in str(err):
+                    raise
+                raise CheckFailed(f"{err}. If it comes from comparing the logits with the k-th largest: "
+                                  "keep its last axis, values[..., -1:] of shape (..., 1), so that each "
+                                  "row is compared with its own.") from err
+            x = logits.double()
+            keep = torch.ones_like(x, dtype=torch.bool) if k is None else _top(x, k)
+            ref = torch.softmax((x / t).masked_fill(~keep, -math.inf), -1)
+            if not isinstance(got, torch.Tensor) or got.shape != ref.shape:
+                compare(task, got, ref, what=f"the result, {where},", dtype=logits.dtype)
+            for wrong, message in _sampler_mistakes(x, t, k):
+                if _like(got, wrong) and not _like(ref, wrong):
+                    raise CheckFailed(f"{task}: {where}: {message}")
+            if k is not None:
+                _diagnose_kept(task, where, got, x, k)
+            check_distribution(task, got, ref.to(logits.dtype))
+        return (f"{len(_SAMPLING_CASES)} batches of logits (rows far apart), temperatures 0.5 to 2, "
+                "top_k None and 1 to V")
 
     return run_check(task, body)
 
 
-# ----------------------------------------------------------------------------- one cached step
+# ----------------------------------------------------------------------------- task 2: a cached step
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    return torch.softmax(q @ k.transpose(-2, -1) * scale, -1) @ v  # (B,H,1,Dh) @ (B,H,Dh,S) -> ... (B,H,1,Dh)
+def _allowed(n: int, S: int, offset: int) -> torch.Tensor:
+    """(n, S + n) mask: new query i may see keys 0 .. i + offset (offset S is right)."""
+    return torch.arange(S + n)[None, :] <= torch.arange(n)[:, None] + offset
 
 
-def _diagnose_step(task: str, result: tuple, case: tuple[torch.Tensor, ...]) -> None:
-    q, k_new, v_new, k_cache, v_cache = case
-    out, k_all, v_all = result
-    B, H, S, Dh = k_cache.shape
-    where = f"with a cache of S={S} positions, q {fmt_shape(q.shape)}"
-    ref_k, ref_v = torch.cat([k_cache, k_new], -2), torch.cat([v_cache, v_new], -2)  # (B, H, S + 1, Dh)
-    pairs = (("k", k_all, ref_k, k_cache, k_new), ("v", v_all, ref_v, v_cache, v_new))
-    for name, got, ref, old, new in pairs:
-        if not isinstance(got, torch.Tensor):
-            raise CheckFailed(f"{task}: the new cached {name} should be a tensor, got {type(got).__name__}")
-        if got.shape == old.shape and _same(got, old):
-            raise CheckFailed(f"{task}: {where} you returned the old cache of {name}: append the new "
-                              f"{name} to it (torch.cat along the positions, dim=-2) and return the "
-                              "grown cache, or the next step will not see this token.")
-        if got.shape == (B, H, S, 2 * Dh):
-            raise CheckFailed(f"{task}: {where} the cached {name} has shape {fmt_shape(got.shape)}: you "
-                              "appended along the last axis (the features); append along the "
-                              "positions, dim=-2, to get (B, H, S + 1, Dh).")
-        if got.shape == ref.shape and _same(got, torch.cat([new, old], -2)):
-            raise CheckFailed(f"{task}: {where} you put the new {name} before the cached ones: append "
-                              "it at the end, torch.cat([cache, new], dim=-2), so positions stay in order.")
-        if name == "k" and got.shape == ref.shape and _same(got, ref_v):
-            raise CheckFailed(f"{task}: {where} the key cache holds the values: append k_new to k_cache "
-                              "and v_new to v_cache.")
-        compare(task, got, ref, what=f"the new cached {name} {where}")
-    if isinstance(out, torch.Tensor) and out.shape == q.shape:
-        if _same(out, _attention(q, k_cache, v_cache)):
-            raise CheckFailed(f"{task}: {where} the output attends over the stale cache only: the new "
-                              "token must also see itself; attend over the cache with the new key and "
-                              "value appended.")
-        if _same(out, _attention(q, ref_k, ref_v, scale=1.0)):
-            raise CheckFailed(f"{task}: {where} the scores are not scaled: divide q @ k^T by "
-                              f"sqrt(Dh) = {math.sqrt(Dh):.4g}.")
-        if _same(out, _attention(q, ref_k, ref_k)):
-            raise CheckFailed(f"{task}: {where} the output mixes the keys: the weights multiply the "
-                              "values, weights @ v.")
-    compare(task, out, _attention(q, ref_k, ref_v), what=f"the output {where}")
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
+            scale: bool = True) -> torch.Tensor:
+    scores = q @ k.transpose(-2, -1)  # (B,H,n,Dh) @ (B,H,Dh,S+n) -> (B,H,n,S+n)
+    if scale:
+        scores = scores / math.sqrt(q.shape[-1])
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, -math.inf)
+    return torch.softmax(scores, -1) @ v  # (B,H,n,S+n) @ (B,H,S+n,Dh) -> (B,H,n,Dh)
+
+
+def _output_mistakes(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor,
+                     v_cache: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
+    """Wrong outputs (float64), each with what it got wrong."""
+    n, S = q.shape[-2], k_cache.shape[-2]
+    k, v = torch.cat([k_cache, k_new], -2), torch.cat([v_cache, v_new], -2)  # (B, H, S + n, Dh)
+    right = _allowed(n, S, S)
+    return [
+        (_attend(q, k, v, None), "the new tokens see the new tokens after them: with n > 1 new "
+                                 "positions, new query i (at position S + i) may see keys 0 .. S + i "
+                                 "only, so mask the later ones (causally among the new tokens)."),
+        (_attend(q, k, v, _allowed(n, S, 0)), "the causal mask is not offset by the cache length: new "
+                                              "query i sits at position S + i, so it sees all S cached "
+                                              "keys and the new keys up to itself, key j <= S + i. A "
+                                              "mask built as torch.ones(n, S + n).tril() (or is_causal=True "
+                                              "when n != S + n) lines the queries up with keys 0 .. n - 1 "
+                                              "instead: use .tril(diagonal=S)."),
+        (_attend(q, k, v, _allowed(n, S, S - 1)), "the causal mask is off by one: it hides the diagonal, "
+                                                  "so new query i cannot see its own key S + i. Allow key j "
+                                                  "where j <= S + i."),
+        (_attend(q, k, v, _allowed(n, S, S + 1)), "the causal mask is off by one: new query i also sees "
+                                                  "the next key, S + i + 1. Allow key j where j <= S + i."),
+        (_attend(q, k, v, ~right), "the mask is inverted: in this course True means 'may attend', so "
+                                   "fill the scores where the mask is False, "
+                                   "scores.masked_fill(~mask, float('-inf'))."),
+        (_attend(q, k_new, v_new, _allowed(n, 0, 0)), "the output ignores the cache: the new tokens must "
+                                                      "also attend over the S cached keys and values."),
+        (_attend(q, k_cache, v_cache, None), "the output attends over the stale cache only: the new "
+                                             "tokens must also see themselves; attend over the cache "
+                                             "with the new keys and values appended."),
+        (_attend(q, k, v, right, scale=False), "the scores are not scaled: divide q @ k^T by sqrt(Dh) "
+                                               f"= {math.sqrt(q.shape[-1]):.4g}."),
+        (_attend(q, k, k, right), "the output mixes the keys: the weights multiply the values, "
+                                  "weights @ v."),
+    ]
+
+
+def _check_cache(task: str, where: str, name: str, got: object, old: torch.Tensor, new: torch.Tensor,
+                 other: torch.Tensor) -> None:
+    """The grown cache of ``name`` ("k" or "v"); ``other`` is the other one's right value."""
+    ref = torch.cat([old, new], -2)  # (B, H, S + n, Dh)
+    what = f"the new cached {name}, {where},"
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{task}: {what} should be a tensor, got {type(got).__name__}")
+    if got.shape == old.shape and close(got, old):
+        raise CheckFailed(f"{task}: {where}: you returned the old cache of {name}: append the new "
+                          f"{name} to it (torch.cat along the positions, dim=-2) and return the grown "
+                          "cache, or the next step will not see these tokens.")
+    if got.shape == new.shape and close(got, new) and old.shape[-2] > 0:
+        raise CheckFailed(f"{task}: {where}: the cache of {name} you returned holds only the new "
+                          f"positions: return the grown cache, the old one with the new {name} appended "
+                          "(torch.cat([cache, new], dim=-2)), or the next step forgets the earlier tokens.")
+    if got.shape != ref.shape and got.numel() == ref.numel() and got.shape[-2] == old.shape[-2]:
+        axis = "the last axis (the features)" if got.shape[-1] != ref.shape[-1] else "another axis"
+        raise CheckFailed(f"{task}: {where}: the cached {name} has shape {fmt_shape(got.shape)}: you "
+                          f"appended along {axis}; append along the positions, dim=-2, to get "
+                          f"(B, H, S + n, Dh) = {fmt_shape(ref.shape)}.")
+    if got.shape == ref.shape and close(got, torch.cat([new, old], -2)) and old.shape[-2] > 0:
+        raise CheckFailed(f"{task}: {where}: you put the new {name} before the cached ones: append at "
+                          "the end, torch.cat([cache, new], dim=-2), so positions stay in order.")
+    if got.shape == ref.shape and close(got, other) and not close(ref, other):
+        raise CheckFailed(f"{task}: {where}: the cache of {name} holds the "
+                          f"{'values' if name == 'k' else 'keys'}: append k_new to k_cache and "
+                          "v_new to v_cache.")
+    compare(task, got, ref, what=what)
+
+
+def _cached_step(task: str, fn: Callable, q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+                 k_cache: torch.Tensor, v_cache: torch.Tensor, q_past: torch.Tensor) -> tuple:
+    """Run one step of ``fn``, check it against full causal attention; return its grown caches."""
+    n, S = q.shape[-2], k_cache.shape[-2]
+    where = f"with a cache of S={S} positions and n={n} new ones (q {fmt_shape(q.shape)})"
+    try:
+        result = call(task, fn, q, k_new, v_new, k_cache, v_cache)
+    except CheckFailed as err:
+        joined = re.search(r"Sizes of tensors must match except in dimension (\d+)", str(err))
+        if not joined:
+            raise
+        raise CheckFailed(f"{task}: {where}: torch.cat failed: you joined them along dimension "
+                          f"{joined.group(1)}, but the cache (B, H, S, Dh) and the new keys (B, H, n, Dh) "
+                          "differ only in the positions axis: append along dim=-2.") from err
+    out, k_all, v_all = unpack(task, result, ("out", "k_cache", "v_cache"))
+    k_ref, v_ref = torch.cat([k_cache, k_new], -2), torch.cat([v_cache, v_new], -2)  # (B, H, S + n, Dh)
+    _check_cache(task, where, "k", k_all, k_cache, k_new, v_ref)
+    _check_cache(task, where, "v", v_all, v_cache, v_new, k_ref)
+    # the reference: causal attention over the whole sequence at once, its last n rows
+    f64 = [x.double() for x in (q, k_new, v_new, k_cache, v_cache)]
+    full = F.scaled_dot_product_attention(torch.cat([q_past.double(), f64[0]], -2), k_ref.double(),
+                                          v_ref.double(), is_causal=True)  # (B, H, S + n, Dh)
+    ref = full[..., S:, :]  # (B, H, n, Dh)
+    if isinstance(out, torch.Tensor) and out.shape == ref.shape and not close(out, ref):
+        for wrong, message in _output_mistakes(*f64):
+            if _like(out, wrong) and not _like(ref, wrong):
+                raise CheckFailed(f"{task}: {where}: {message}")
+    compare(task, out, ref, what=f"the output, {where},", dtype=q.dtype)
+    return k_all, v_all
 
 
 def check_attend_with_cache(fn: Callable[..., tuple]) -> bool:
-    """Check ``fn(q, k_new, v_new, k_cache, v_cache) -> (out, k_cache, v_cache)``: one cached step.
+    """Check ``fn(q, k_new, v_new, k_cache, v_cache) -> (out, k_cache, v_cache)``: a cached step.
 
-    q, k_new, v_new are (B, H, 1, Dh) for the newest token; the caches (B, H, S, Dh) hold the
-    earlier positions. The step appends the new key and value and attends over all S + 1.
+    q, k_new, v_new are (B, H, n, Dh) for n new positions (a prefill of several, or one); the
+    caches (B, H, S, Dh) hold the S earlier ones (S may be 0). The output must equal the last n
+    rows of causal attention over the whole sequence of S + n positions.
     """
     task = "attend_with_cache"
 
     def body() -> str:
         g = torch.Generator().manual_seed(1012)
-        cases = [(2, 4, 5, 8), (1, 2, 1, 4), (3, 1, 9, 6)]  # (B, H, S, Dh)
-        for B, H, S, Dh in cases:
-            case = (torch.randn(B, H, 1, Dh, generator=g), torch.randn(B, H, 1, Dh, generator=g),
-                    torch.randn(B, H, 1, Dh, generator=g), torch.randn(B, H, S, Dh, generator=g),
-                    torch.randn(B, H, S, Dh, generator=g))
-            try:
-                result = fn(*(x.clone() for x in case))
-            except NotImplementedError:
-                raise
-            except RuntimeError as err:
-                if "Sizes of tensors must match" in str(err) or "size of tensor" in str(err):
-                    said = str(err).rstrip(".")
-                    raise CheckFailed(f"{task}: your function raised RuntimeError: {said}. The cache "
-                                      "(B, H, S, Dh) and the new key (B, H, 1, Dh) differ only in the "
-                                      "positions axis: append along dim=-2.") from err
-                result = call(task, fn, *(x.clone() for x in case))
-            except Exception:  # the learner's code may raise anything: reported in words
-                result = call(task, fn, *(x.clone() for x in case))
-            if not isinstance(result, (tuple, list)) or len(result) != 3:
-                raise CheckFailed(f"{task}: return a triple (out, k_cache, v_cache) with the grown "
-                                  f"caches, got {type(result).__name__}")
-            _diagnose_step(task, tuple(result), case)
-        return f"{len(cases)} random caches of 1 to 9 positions"
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=g)
+
+        for B, H, S, n, Dh in [(2, 3, 5, 4, 8), (1, 2, 3, 3, 4), (3, 1, 7, 1, 6), (2, 2, 0, 5, 4)]:
+            _cached_step(task, fn, rand(B, H, n, Dh), rand(B, H, n, Dh), rand(B, H, n, Dh),
+                         rand(B, H, S, Dh), rand(B, H, S, Dh), rand(B, H, S, Dh))
+        # a whole generation: the cache starts empty, then grows by the answer's own returned caches
+        B, H, Dh, chunks = 2, 2, 4, (4, 1, 1, 3)
+        q, k, v = rand(B, H, sum(chunks), Dh), rand(B, H, sum(chunks), Dh), rand(B, H, sum(chunks), Dh)
+        k_cache, v_cache = k[..., :0, :], v[..., :0, :]  # (B, H, 0, Dh)
+        start = 0
+        for n in chunks:
+            new = slice(start, start + n)
+            k_cache, v_cache = _cached_step(task, fn, q[..., new, :], k[..., new, :], v[..., new, :],
+                                            k_cache, v_cache, q[..., :start, :])
+            start += n
+        return ("4 random steps (prefills of 1 to 5 new positions, caches of 0 to 7) and a prompt of 4 "
+                "then 1, 1 and 3 tokens on the returned caches")
 
     return run_check(task, body)

@@ -1,5 +1,10 @@
 """Checks for solutions/02_seq2seq_bottleneck: the encoder's final state and greedy decoding.
 
+Every call of the learner's function goes through ``call`` (in-place changes of the inputs
+are rejected, and the package's own answer to the task is switched off during the call), and
+every comparison is dtype-safe (``close``, ``compare``): an answer computed in float64 inside
+and cast back passes, one that returns float64 for float32 inputs is told so.
+
 Shapes: B batch, S source length, H hidden size, L decoded length, V vocabulary.
 """
 
@@ -13,34 +18,54 @@ from torch import nn
 from ..data import BOS, EOS, PAD
 from ..decoding import greedy_decode
 from ..seq2seq import Seq2Seq, Seq2SeqConfig, last_real_state
-from ._core import CheckFailed, CheckResult, call, compare, fmt_shape, run_check
+from ._core import CheckFailed, CheckResult, call, close, compare, fmt_shape, run_check
 
 __all__ = ["check_last_real_state", "check_greedy_decode"]
 
+# The package's own answers to the tasks, switched off while the learner's function runs.
+FORBID = {"last_real_state": ("transformer_course.seq2seq:last_real_state",),
+          "greedy_decode": ("transformer_course.decoding:greedy_decode",)}
 
-def _random_lengths(g: torch.Generator, B: int, S: int) -> torch.Tensor:
+
+def _random_lengths(g: torch.Generator, B: int, S: int, full: bool = True) -> torch.Tensor:
+    """Lengths in 1..S-1, one row of length S when ``full`` (the longest row fills the width)."""
     lengths = torch.randint(1, S, (B,), generator=g)  # (B,) every row shorter than S ...
-    lengths[torch.randint(0, B, (1,), generator=g)] = S  # ... but one
+    if full:
+        lengths[torch.randint(0, B, (1,), generator=g)] = S  # ... but one
     return lengths
 
 
-def _diagnose_final_state(task: str, got: torch.Tensor, outputs: torch.Tensor, lengths: torch.Tensor) -> None:
-    """Name the usual wrong indices before a generic comparison."""
+def _diagnose_final_state(task: str, got: object, outputs: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Name the usual wrong indices before a generic comparison (values compared dtype-safely)."""
     rows = torch.arange(outputs.shape[0])
-    same = isinstance(got, torch.Tensor) and got.shape == outputs[:, -1].shape
-    if same and torch.allclose(got, last_real_state(outputs, lengths)):
+    if close(got, last_real_state(outputs, lengths)):
         return
-    if same and torch.allclose(got, outputs[:, -1]) and (lengths < outputs.shape[1]).any():
+    short = lengths < outputs.shape[1]
+    longest = int(lengths.max())
+    if close(got, outputs[:, -1]) and short.any():
         raise CheckFailed(f"{task}: you returned the last time step, outputs[:, -1]. For a row shorter "
                           "than the batch that is a padding position: take each row's last REAL token, "
                           "outputs[b, lengths[b] - 1].")
-    if same and torch.allclose(got, outputs[:, 0]):
+    if close(got, outputs[:, longest - 1]) and (lengths < longest).any():
+        raise CheckFailed(f"{task}: you took the same position for every row, the longest row's last "
+                          f"token (lengths.max() - 1 = {longest - 1} for lengths {lengths.tolist()}); each "
+                          "row has its own last real token, outputs[b, lengths[b] - 1]: index the rows "
+                          "with torch.arange(B) and the positions with lengths - 1.")
+    if close(got, outputs[:, 0]):
         raise CheckFailed(f"{task}: you returned the first time step; the final state is at each row's "
                           "last real token, outputs[b, lengths[b] - 1].")
-    short = lengths < outputs.shape[1]
-    if same and short.any() and torch.allclose(got[short], outputs[rows[short], lengths[short]]):
+    if (short.any() and isinstance(got, torch.Tensor) and got.shape == outputs[:, 0].shape
+            and close(got[short], outputs[rows[short], lengths[short]])):
         raise CheckFailed(f"{task}: off by one: you took outputs[b, lengths[b]], the first padding "
                           "position. Positions count from 0, so the last real token is at lengths[b] - 1.")
+    real = torch.arange(outputs.shape[1]) < lengths[:, None]  # (B, S)
+    if close(got, (outputs * real[..., None]).sum(1) / lengths[:, None]):
+        raise CheckFailed(f"{task}: you averaged the states over the real tokens; the final state is ONE "
+                          "state, the one after each row's last real token, outputs[b, lengths[b] - 1].")
+    if close(got, outputs.mean(1)):
+        raise CheckFailed(f"{task}: you averaged the states over all positions, padding included; the "
+                          "final state is the one after each row's last real token, "
+                          "outputs[b, lengths[b] - 1].")
 
 
 def check_last_real_state(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
@@ -49,21 +74,77 @@ def check_last_real_state(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
     def body() -> str:
         g = torch.Generator().manual_seed(202)
-        shapes = [(4, 6, 3), (5, 9, 8), (1, 4, 2), (3, 1, 5)]  # (B, S, H)
-        for B, S, H in shapes:
+        # (B, S, H, does the longest row fill the width): the first batch is padded past its
+        # longest row, as a batch padded to a fixed width is, so outputs[:, -1] and
+        # outputs[:, lengths.max() - 1] differ there
+        shapes = [(4, 7, 3, False), (4, 6, 3, True), (5, 9, 8, True), (1, 4, 2, True), (3, 1, 5, True)]
+        for B, S, H, full in shapes:
             outputs = torch.randn(B, S, H, generator=g)
-            lengths = _random_lengths(g, B, S) if S > 1 else torch.ones(B, dtype=torch.long)
-            got = call(task, fn, outputs.clone(), lengths.clone())
+            lengths = _random_lengths(g, B, S, full) if S > 1 else torch.ones(B, dtype=torch.long)
+            got = call(task, fn, outputs.clone(), lengths.clone(), forbid=FORBID[task])
             _diagnose_final_state(task, got, outputs, lengths)
             compare(task, got, last_real_state(outputs, lengths),
                     what=f"the final states for outputs {fmt_shape(outputs.shape)} and lengths "
                          f"{lengths.tolist()}")
-        return f"{len(shapes)} padded batches {', '.join(fmt_shape(s) for s in shapes)}"
+        return (f"{len(shapes)} padded batches {', '.join(fmt_shape(s[:3]) for s in shapes)}, one padded "
+                "past its longest row")
 
     return run_check(task, body)
 
 
-class _Scripted(nn.Module):
+# ----------------------------------------------------------------------------- greedy decoding
+
+class _Recorder(nn.Module):
+    """A model with ``start`` / ``step`` that records how the learner's loop drives it.
+
+    Per step t: the tokens fed in (``fed``), the argmax of the logits it returned (``preds``),
+    whether gradients were on (``grad``), and whether it was given the state that ``start`` or
+    the previous step returned (``carried``); and how often ``start`` was called (``starts``).
+    Subclasses compute the state and the logits (``_start``, ``_step``).
+    """
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.B = batch_size
+        self.starts = 0
+        self.fed: list[torch.Tensor] = []
+        self.preds: list[torch.Tensor] = []
+        self.grad: list[bool] = []
+        self.carried: list[bool] = []
+        self._last: object = None
+
+    def start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> object:
+        self.starts += 1
+        self._last = self._start(src, src_lengths)
+        return self._last
+
+    def step(self, tokens: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        if not isinstance(tokens, torch.Tensor) or tokens.shape != (self.B,):
+            got = fmt_shape(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise TypeError(f"model.step expects the previous tokens as a ({self.B},) tensor, one per "
+                            f"row; it was given {got}")
+        self.carried.append(state is self._last)
+        self.grad.append(torch.is_grad_enabled())
+        self.fed.append(tokens.detach().clone())
+        logits, self._last = self._step(tokens, state)
+        self.preds.append(logits.detach().argmax(-1))
+        return logits, self._last
+
+    def _start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> object:
+        raise NotImplementedError
+
+    def _step(self, tokens: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        raise NotImplementedError
+
+
+class _Time:
+    """The scripted model's state: the index of the next step."""
+
+    def __init__(self, t: int):
+        self.t = t
+
+
+class _Scripted(_Recorder):
     """A fake model whose next token depends on the token fed back, with <eos> at set steps.
 
     Row b, fed token x at step t, predicts ``eos_at[b]`` -> <eos>, otherwise a token that
@@ -73,68 +154,170 @@ class _Scripted(nn.Module):
     """
 
     def __init__(self, eos_at: list[int], vocab_size: int = 12):
-        super().__init__()
+        super().__init__(len(eos_at))
         self.eos_at, self.V = eos_at, vocab_size
-        self.fed: list[torch.Tensor] = []
 
-    def start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> int:
-        self.fed = []
-        return 0
+    def __repr__(self) -> str:
+        return "model"
 
-    def step(self, tokens: torch.Tensor, t: int) -> tuple[torch.Tensor, int]:
-        if not isinstance(tokens, torch.Tensor) or tokens.shape != (len(self.eos_at),):
-            got = fmt_shape(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise CheckFailed(f"greedy_decode: step expects the previous tokens as a ({len(self.eos_at)},) "
-                              f"tensor, one per row; it was given {got}.")
-        self.fed.append(tokens.clone())
-        logits = torch.zeros(len(self.eos_at), self.V)
+    def _start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> _Time:
+        return _Time(0)
+
+    def _step(self, tokens: torch.Tensor, state: object) -> tuple[torch.Tensor, _Time]:
+        if not isinstance(state, _Time):
+            raise TypeError("model.step expects the state returned by model.start or by the previous "
+                            f"model.step; it was given {type(state).__name__}")
+        t = state.t
+        logits = torch.zeros(self.B, self.V)
         for b, stop in enumerate(self.eos_at):
             nxt = EOS if t == stop else 4 + (int(tokens[b]) * 3 + t + b) % (self.V - 4)
             logits[b, nxt] = 2.0
-        return logits, t + 1
+        return logits, _Time(t + 1)
 
 
-def _diagnose_greedy(task: str, got: object, expected: torch.Tensor, max_len: int) -> None:
+class _Recording(_Recorder):
+    """A real model with ``start`` / ``step``, recorded."""
+
+    def __init__(self, model: nn.Module, batch_size: int):
+        super().__init__(batch_size)
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"model ({type(self.model).__name__})"
+
+    def _start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> object:
+        return self.model.start(src, src_lengths)
+
+    def _step(self, tokens: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        return self.model.step(tokens, state)
+
+
+def _diagnose_result(task: str, got: object, B: int) -> torch.Tensor:
+    """``got`` as a (B, L) int64 tensor, or CheckFailed naming what it is instead."""
     if not isinstance(got, torch.Tensor):
         raise CheckFailed(f"{task}: return a (B, L) tensor of token ids, got {type(got).__name__}")
-    if got.dim() != 2 or got.shape[0] != expected.shape[0]:
-        raise CheckFailed(f"{task}: the result should have shape (B, L) = ({expected.shape[0]}, L), got "
+    if got.dim() != 2 or got.shape[0] != B:
+        raise CheckFailed(f"{task}: the result should have shape (B, L) = ({B}, L), got "
                           f"{fmt_shape(got.shape)}: stack the tokens of each step along dim 1.")
+    if got.shape[1] == 0:
+        raise CheckFailed(f"{task}: your result has no columns: keep each step's token (B,) and stack "
+                          "them along dim 1.")
+    if got.dtype.is_floating_point or got.dtype.is_complex or got.dtype == torch.bool:
+        raise CheckFailed(f"{task}: token ids should be an integer (long) tensor, the argmax; got "
+                          f"{str(got.dtype).removeprefix('torch.')}.")
     if got.dtype != torch.long:
-        raise CheckFailed(f"{task}: token ids should be a long tensor (the argmax), got {got.dtype}")
-    if (got[:, 0] == BOS).all() and torch.equal(got[:, 1 : expected.shape[1] + 1], expected):
-        raise CheckFailed(f"{task}: your output starts with <bos>. <bos> is the first INPUT; the output "
-                          "starts with the first predicted token.")
-    if got.shape[1] > max_len:
-        raise CheckFailed(f"{task}: you returned {got.shape[1]} tokens per row; at most max_len={max_len}.")
-    L = min(got.shape[1], expected.shape[1])
-    ended = torch.cumsum(expected[:, :L] == EOS, 1) - (expected[:, :L] == EOS).long() > 0  # after <eos>
-    if torch.equal(got[:, :L][~ended], expected[:, :L][~ended]):
-        if not torch.equal(got[:, :L][ended], expected[:, :L][ended]):
-            raise CheckFailed(f"{task}: after a row emits <eos>, every later position should be <pad> "
-                              f"(id {PAD}); yours keeps producing tokens. Track which rows are finished.")
-        if got.shape[1] > expected.shape[1]:
-            raise CheckFailed(f"{task}: you returned {got.shape[1]} columns, but every row had emitted "
-                              f"<eos> after {expected.shape[1]}: stop the loop once all rows are finished.")
-        if got.shape[1] < expected.shape[1]:
-            raise CheckFailed(f"{task}: you stopped after {got.shape[1]} steps, but some rows had not "
-                              f"emitted <eos> yet (they need {expected.shape[1]}): stop only when ALL rows "
-                              "are finished, or after max_len steps.")
+        raise CheckFailed(f"{task}: token ids should be a long (int64) tensor, as the task asks and as "
+                          "argmax returns them (cross-entropy, for one, takes its targets as int64); yours "
+                          f"is {str(got.dtype).removeprefix('torch.')}: drop the conversion, or end with "
+                          ".long().")
+    return got
 
 
-def _check_fed(task: str, model: _Scripted, expected: torch.Tensor) -> None:
+def _diagnose_driving(task: str, model: _Recorder, max_len: int) -> None:
+    """How the loop drove the model: start once, carry the state, begin with <bos>, max_len steps."""
+    if model.starts != 1:
+        raise CheckFailed(f"{task}: you called model.start {model.starts} times; call it once, before the "
+                          "loop: it encodes the source and returns the first state, and each model.step "
+                          "returns the state for the next step (calling model.start again starts the "
+                          "decoder over).")
     if not model.fed:
         raise CheckFailed(f"{task}: model.step was never called.")
+    if not all(model.carried):
+        t = model.carried.index(False)
+        raise CheckFailed(f"{task}: at step {t} you passed model.step a state other than the one the "
+                          f"{'previous step' if t else 'model.start'} returned; carry it on: "
+                          "`logits, state = model.step(tokens, state)`.")
     if not (model.fed[0] == BOS).all():
         raise CheckFailed(f"{task}: the first input to model.step must be <bos> (id {BOS}) in every row; "
                           f"you fed {model.fed[0].tolist()}.")
-    for t in range(1, min(len(model.fed), expected.shape[1])):
-        live = ~(torch.cumsum(expected[:, :t] == EOS, 1) > 0).any(1)  # rows not finished before step t
-        if not torch.equal(model.fed[t][live], expected[live, t - 1]):
-            constant = all(torch.equal(f, model.fed[0]) for f in model.fed)
+    if len(model.fed) > max_len:
+        raise CheckFailed(f"{task}: you called model.step {len(model.fed)} times; at most max_len={max_len}.")
+
+
+def _diagnose_steps(task: str, got: torch.Tensor, model: _Recorder) -> None:
+    """Step by step: each live row's token is the argmax and is fed back; finished rows get <pad>."""
+    preds = torch.stack(model.preds, 1)  # (B, n) the argmax of each step's logits
+    if (got[:, 0] == BOS).all() and not (preds[:, 0] == BOS).all():
+        raise CheckFailed(f"{task}: your output starts with <bos>. <bos> is the first INPUT; the output "
+                          "starts with the first predicted token.")
+    constant = all(torch.equal(f.long(), model.fed[0].long()) for f in model.fed)
+    for t in range(min(len(model.fed), got.shape[1])):
+        live = ~(preds[:, :t] == EOS).any(1)  # (B,) rows that had not emitted <eos> before step t
+        if t and not torch.equal(model.fed[t][live].long(), preds[live, t - 1]):
+            if torch.equal(model.fed[t][live].long(), preds[live, t - 1] - 1):
+                raise CheckFailed(f"{task}: at step {t} you fed back the argmax minus 1: did you take "
+                                  "the argmax of a slice such as logits[:, 1:]? Its indices count from "
+                                  "the slice's start; take the argmax over the whole vocabulary.")
             hint = " (you feed the same token at every step)" if constant else ""
             raise CheckFailed(f"{task}: at step {t} the input should be the token predicted at step "
                               f"{t - 1}; feed the argmax back into the next step{hint}.")
+        mine, best = got[live, t], preds[live, t]
+        if not torch.equal(mine, best):
+            if torch.equal(mine, best - 1):
+                raise CheckFailed(f"{task}: at step {t} your tokens are the argmax minus 1: did you take "
+                                  "the argmax of a slice such as logits[:, 1:]? Its indices count from "
+                                  "the slice's start; take the argmax over the whole vocabulary.")
+            if torch.equal(mine[best != EOS], best[best != EOS]) and (mine[best == EOS] == PAD).all():
+                raise CheckFailed(f"{task}: at step {t} you wrote <pad> where a row emitted <eos>: keep "
+                                  "each row's <eos>, and pad only the positions after it.")
+            raise CheckFailed(f"{task}: at step {t} your tokens are not the argmax of the logits "
+                              f"model.step returned (in the rows not finished yet, yours {mine.tolist()}, "
+                              f"the argmax {best.tolist()}): greedy decoding takes logits.argmax(-1), the "
+                              "most likely token.")
+        if not (got[~live, t] == PAD).all():
+            raise CheckFailed(f"{task}: after a row emits <eos>, every later position should be <pad> "
+                              f"(id {PAD}); yours keeps producing tokens. Track which rows are finished.")
+
+
+def _diagnose_length(task: str, got: torch.Tensor, model: _Recorder, expected: torch.Tensor,
+                     max_len: int) -> None:
+    """The number of columns returned (and of steps run, to say why they are too few or too many).
+
+    Only the result counts: a loop that calls model.step once more after every row has finished,
+    but returns the right columns, passes.
+    """
+    steps, needed, L = len(model.fed), expected.shape[1], got.shape[1]
+    if L > max_len:
+        raise CheckFailed(f"{task}: you returned {L} tokens per row; at most max_len={max_len}.")
+    if L < needed:
+        if steps > L:
+            raise CheckFailed(f"{task}: you called model.step {steps} times but returned {L} columns: keep "
+                              "every step's token, the last step's too, before you leave the loop.")
+        if steps == max_len - 1:
+            raise CheckFailed(f"{task}: you ran {steps} steps (max_len - 1), but some rows had not "
+                              f"emitted <eos> yet and max_len={max_len} allows {max_len} steps: loop over "
+                              "range(max_len).")
+        raise CheckFailed(f"{task}: you stopped after {steps} step{'s' if steps > 1 else ''}, but some rows "
+                          f"had not emitted <eos> yet (they need {needed}): stop only when ALL rows are "
+                          "finished, or after max_len steps.")
+    if L > needed:
+        if steps > needed:
+            raise CheckFailed(f"{task}: you ran {steps} steps, but every row had emitted <eos> after "
+                              f"{needed}: stop the loop once all rows are finished.")
+        raise CheckFailed(f"{task}: you ran {steps} steps but returned {L} columns: return one column per "
+                          "step (cut the unused columns off).")
+
+
+def _check_decoding(task: str, fn: Callable, model: _Recorder, src: torch.Tensor, lengths: torch.Tensor,
+                    max_len: int, expected: torch.Tensor, what: str) -> None:
+    got = call(task, fn, model, src.clone(), lengths.clone(), max_len, forbid=FORBID[task])
+    got = _diagnose_result(task, got, src.shape[0])
+    _diagnose_driving(task, model, max_len)
+    _diagnose_steps(task, got, model)
+    _diagnose_length(task, got, model, expected, max_len)
+    compare(task, got, expected, what=what)
+    if any(model.grad):
+        raise CheckFailed(f"{task}: your tokens are right, but model.step ran with gradients on: wrap the "
+                          "loop in `with torch.no_grad():` (or decorate the function with "
+                          "@torch.no_grad()). Decoding trains nothing, and with gradients on every step "
+                          "keeps its computation graph in memory.")
+
+
+def _padded_source(g: torch.Generator, B: int, S: int, V: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source ids (B, S) as a collate batch has them: real ids, then <pad> past each row's length."""
+    lengths = _random_lengths(g, B, S)  # (B,)
+    src = torch.randint(4, V, (B, S), generator=g)  # (B, S) no special tokens
+    return src.masked_fill(torch.arange(S) >= lengths[:, None], PAD), lengths
 
 
 def check_greedy_decode(fn: Callable[..., torch.Tensor]) -> CheckResult:
@@ -142,31 +325,28 @@ def check_greedy_decode(fn: Callable[..., torch.Tensor]) -> CheckResult:
     task = "greedy_decode"
 
     def body() -> str:
-        src, lengths = torch.full((4, 5), 7), torch.full((4,), 5)
-        cases = [([2, 0, 4, 1], 10), ([3, 3, 3, 3], 10), ([1, 20, 0, 2], 6), ([5, 2, 6, 0], 3)]
-        for eos_at, max_len in cases:
-            model = _Scripted(eos_at)
-            expected = greedy_decode(model, src, lengths, max_len)
-            model = _Scripted(eos_at)
-            got = call(task, fn, model, src.clone(), lengths.clone(), max_len)
-            _diagnose_greedy(task, got, expected, max_len)
-            _check_fed(task, model, expected)
-            compare(task, got, expected, what=f"the decoded ids (rows end at steps {eos_at}, "
-                                              f"max_len={max_len})")
         g = torch.Generator().manual_seed(22)
+        # (the step at which each row emits <eos>, max_len, source width): finished rows, max_len
+        # cut-offs, a source narrower than the output
+        cases = [([2, 0, 4, 1], 10, 6), ([3, 3, 3, 3], 10, 3), ([1, 20, 0, 2], 6, 8), ([5, 2, 6, 0], 3, 5)]
+        for eos_at, max_len, S in cases:
+            src, lengths = _padded_source(g, len(eos_at), S, 12)
+            expected = greedy_decode(_Scripted(eos_at), src, lengths, max_len)
+            _check_decoding(task, fn, _Scripted(eos_at), src, lengths, max_len, expected,
+                            f"the decoded ids (rows end at steps {eos_at}, max_len={max_len})")
         torch_state = torch.random.get_rng_state()
         torch.manual_seed(22)
         real = Seq2Seq.from_config(Seq2SeqConfig(12, 12, 8, 16)).eval()
         torch.random.set_rng_state(torch_state)
         with torch.no_grad():
             real.decoder.out.bias[EOS] += 1.5
-        src = torch.randint(4, 12, (6, 7), generator=g)
+        src = torch.randint(4, 12, (6, 7), generator=g)  # (6, 7)
         lengths = torch.tensor([7, 3, 5, 1, 7, 2])
+        src = src.masked_fill(torch.arange(7) >= lengths[:, None], PAD)
         expected = greedy_decode(real, src, lengths, 9)
-        with torch.no_grad():
-            got = call(task, fn, real, src.clone(), lengths.clone(), 9)
-        _diagnose_greedy(task, got, expected, 9)
-        compare(task, got, expected, what="the decoded ids of a small random Seq2Seq")
-        return f"{len(cases)} scripted models (rows ending at different steps, max_len cut-offs), a Seq2Seq"
+        _check_decoding(task, fn, _Recording(real, 6), src, lengths, 9, expected,
+                        "the decoded ids of a small random Seq2Seq")
+        return (f"{len(cases)} scripted models (rows ending at different steps, max_len cut-offs, padded "
+                "sources), a Seq2Seq")
 
     return run_check(task, body)
