@@ -53,6 +53,8 @@ def test_stamp_marks_answers_checks_points_and_instructions():
         v4.new_code_cell("try:\n    checks.check_double(lambda x: x)\n"
                          "except checks.CheckFailed as e:\n    print(e)"),
         v4.new_code_cell("import torch"),
+        v4.new_code_cell("class Layer:\n    def forward(self, x):\n        ### BEGIN SOLUTION\n"
+                         "        return x\n        ### END SOLUTION"),
     ])
     cells = make_exercises.stamp(nb).cells
     meta = [c.metadata.get("nbgrader") for c in cells]
@@ -60,6 +62,7 @@ def test_stamp_marks_answers_checks_points_and_instructions():
     assert meta[1]["grade_id"] == "answer-double" and meta[1]["solution"] and not meta[1]["locked"]
     assert meta[2] == {**meta[2], "grade_id": "check-double", "grade": True, "locked": True, "points": 2}
     assert meta[3] is None and meta[4] is None  # a demonstration and plain code: no grading
+    assert meta[5]["grade_id"] == "answer-Layer-forward"  # a method is named with its class
     with pytest.raises(ValueError, match="must define a function"):
         top_level = v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")
         make_exercises.stamp(v4.new_notebook(cells=[top_level]))

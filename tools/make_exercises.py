@@ -70,10 +70,12 @@ def stamp(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
         elif cell.cell_type != "code":
             continue
         elif "### BEGIN SOLUTION" in cell.source:
-            names = DEF_LINE.findall(cell.source.split("### BEGIN SOLUTION")[0])
+            before = cell.source.split("### BEGIN SOLUTION")[0]
+            names = DEF_LINE.findall(before)
             if not names:
                 raise ValueError(f"an answer cell must define a function around its solution:\n{cell.source}")
-            meta = _nbgrader(f"answer-{names[-1]}", solution=True)
+            classes = re.findall(r"^class\s+(\w+)", before, re.M)  # a method: name its class too
+            meta = _nbgrader("-".join(["answer", *classes[-1:], names[-1]]), solution=True)
         elif (match := CHECK_LINE.search(cell.source)) and not cell.source.lstrip().startswith("try"):
             meta = _nbgrader(f"check-{match.group(1).removeprefix('check_')}", grade=True, locked=True,
                              points=int(match.group(2) or 1))
