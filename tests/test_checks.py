@@ -112,6 +112,9 @@ WRONG_SOFTMAX = {
     "torch.softmax": (lambda x: torch.softmax(x, dim=-1), r"called `torch\.softmax`.*by hand"),
     "x.softmax": (lambda x: x.softmax(-1), r"called `torch\.Tensor\.softmax`.*by hand"),
     "log_softmax": (lambda x: F.log_softmax(x, -1).exp(), r"called `torch\.nn\.functional\.log_softmax`"),
+    "nn.Softmax": (lambda x: torch.nn.Softmax(dim=-1)(x),
+                   r"called `torch\.nn\.functional\.softmax` \(directly, or through nn\.Softmax, "
+                   "which calls it"),
     "sub_": (shifts_in_place, "changed its input `x` in place"),
     "-=": (subtracts_in_place, "changed its input `x` in place"),
     "float64 out": (returns_float64, "is float64, expected float32"),
@@ -234,6 +237,13 @@ def float64_weights(q, k, temperature):
     return good_weights(q.double(), k.double(), temperature)
 
 
+def one_global_max(q, k, temperature):  # a query far below the tensor's maximum underflows to 0 / 0
+    s = q @ k.transpose(-2, -1) / temperature
+    e = (s - s.max()).exp()
+    w = e / e.sum(-1, keepdim=True)
+    return w, -torch.special.xlogy(w, w).sum(-1) / math.log(2)
+
+
 WRONG_WEIGHTS = {
     "no temperature": (_with_scores(lambda q, k, t: q @ k.transpose(-2, -1)), "ignore the temperature"),
     "times temperature": (_with_scores(lambda q, k, t: q @ k.transpose(-2, -1) * t),
@@ -258,7 +268,19 @@ WRONG_WEIGHTS = {
     "torch.softmax": (lambda q, k, t: (lambda w: (w, -torch.special.xlogy(w, w).sum(-1) / math.log(2)))(
         torch.softmax(q @ k.transpose(-2, -1) / t, -1)), r"called `torch\.softmax`"),
     "q /= temperature": (divides_q_in_place, "changed its input `q` in place"),
-    "float64 out": (float64_weights, "is float64, expected float32"),
+    "float64 out": (float64_weights,
+                    r"the tensor of weights for q \(2, 3, 4\), k \(2, 5, 4\) at temperature 1 is float64, "
+                    "expected float32"),
+    "k reshaped, not transposed": (_with_scores(lambda q, k, t: q @ k.reshape(len(k), -1, k.shape[1]) / t),
+                                   r"you reshaped k from \(B, S, D\) to \(B, D, S\).*k\.transpose\(-2, -1\)"),
+    "one global maximum": (one_global_max,
+                           r"the tensor of weights for q \(2, 5, 4\), k \(2, 7, 4\) at temperature 0\.01 "
+                           "holds NaN or infinity.*each query's own maximum"),
+    "temperature + 0.1": (_with_scores(lambda q, k, t: q @ k.transpose(-2, -1) / (t + 0.1)),
+                          r"the tensor of weights for q \(2, 3, 4\), k \(2, 5, 4\) at temperature 1 differs "
+                          "from the reference"),
+    "entropy, log2(w + 1e-3)": (_with_entropy(lambda w: -(w * torch.log2(w + 1e-3)).sum(-1)),
+                                r"the entropy for q \(2, 3, 4\), k \(2, 5, 4\) at temperature 1 differs"),
 }
 
 
@@ -289,6 +311,10 @@ RIGHT_WEIGHTS = {
     "clamped log2": _with_entropy(lambda w: -(w * w.clamp_min(1e-12).log2()).sum(-1)),
     "special.entr": _with_entropy(lambda w: torch.special.entr(w).sum(-1) / math.log(2)),
     "Categorical": _with_entropy(lambda w: torch.distributions.Categorical(probs=w).entropy() / math.log(2)),
+    "nansum of w log2 w": _with_entropy(lambda w: -(w * w.log2()).nansum(-1)),
+    "bmm in float64, masked_fill, a list": lambda q, k, t: (lambda w: [
+        w.float(), -(w * torch.log2(w).masked_fill(w == 0, 0.0)).sum(-1).float()])(
+        good_softmax(torch.bmm(q.double(), k.double().transpose(1, 2)) / t)),
 }
 
 

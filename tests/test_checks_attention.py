@@ -8,6 +8,7 @@ batches, float64 inside, lists or tuples), which must all pass.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -121,6 +122,15 @@ def _in_place(q, k, v, mask=None):
     return w @ v, w
 
 
+def _sdpa_key_bias(q, k, v, mask=None):
+    """Scores plus 0.1 per key index: no single scale explains the weights."""
+    scores = q @ k.mT / math.sqrt(q.shape[-1]) + 0.1 * torch.arange(k.shape[-2])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(scores, -1).nan_to_num(0.0)
+    return w @ v, w
+
+
 SDPA_WRONG = {
     "no scaling": (lambda q, k, v, m=None: _sdpa(q, k, v, m, scale=1.0), "not scaled"),
     "scaled by d_model": (lambda q, k, v, m=None: _sdpa(q, k, v, m,
@@ -158,6 +168,13 @@ SDPA_WRONG = {
                               "called `transformer_course.attention.scaled_dot_product_attention`"),
     "q divided in place": (_in_place, "changed its input `q` in place"),
     "a crash": (lambda q, k, v, m=None: q @ k, "your function raised RuntimeError"),
+    "(weights, output)": (lambda q, k, v, m=None: _sdpa(q, k, v, m)[::-1],
+                          r"you returned \(weights, output\); return \(output, weights\)"),
+    "float64 weights, named": (lambda q, k, v, m=None: (_sdpa(q, k, v, m)[0], _sdpa(q, k, v, m)[1].double()),
+                               r"the tensor of weights for q \(2, 4, 5, 8\), k \(2, 4, 6, 8\) is float64"),
+    "a bias that grows along the keys": (_sdpa_key_bias,
+                                         r"the tensor of weights for q \(2, 4, 5, 8\), k \(2, 4, 6, 8\) "
+                                         "differs from the reference"),
 }
 
 
@@ -177,7 +194,9 @@ def test_sdpa_check_rejects_mistakes(name):
 # ----------------------------------------------------------------------------- predict, then measure
 
 PREDICT_RIGHT = {"-1.0": lambda: -1.0, "an int": lambda: -1, "near": lambda: -0.9,
-                 "numpy float64": lambda: np.float64(-1.0)}
+                 "numpy float64": lambda: np.float64(-1.0), "a Fraction": lambda: Fraction(-1, 1),
+                 "numpy int64": lambda: np.int64(-1), "numpy float32": lambda: np.float32(-1.0),
+                 "-0.8, within 0.25": lambda: -0.8}
 
 PREDICT_WRONG = {
     "no scale's": (lambda: 1.0, "exponent with no scale at all"),
@@ -187,6 +206,9 @@ PREDICT_WRONG = {
     "far off": (lambda: 3.0, r"you predicted 3; the check measured -0\.9\d"),
     "a tensor": (lambda: torch.tensor(-1.0), r"Python float, got Tensor \(a tensor: use \.item\(\)\)"),
     "a string": (lambda: "-1", "Python float, got str"),
+    "a bool": (lambda: True, "Python float, got bool"),
+    "None (no return)": (lambda: None, "Python float, got NoneType"),
+    "-1.25, just outside 0.25": (lambda: -1.25, r"you predicted -1\.25.*within 0\.25"),
 }
 
 
@@ -215,13 +237,19 @@ def _logits(q, k, c, how):
 def _statistic(x, c, how):
     return {"var": lambda: x.var(), "biased": lambda: x.var(unbiased=False),
             "mean square": lambda: x.pow(2).mean(), "std": lambda: x.std(),
-            "var times scale": lambda: x.var() * c}[how]().item()
+            "var times scale": lambda: x.var() * c, "rows": lambda: x.var(dim=-1).mean(),
+            "rows biased": lambda: x.var(dim=-1, unbiased=False).mean(),
+            "columns": lambda: x.var(dim=0).mean()}[how]().item()
 
 
 def _measure(dims, scale, n, generator, *, stat="var", fit="polyfit", draw="randn", logits="right",
              order="per d_k", ret="tuple"):
     """A configurable measurement: the defaults give the right answer, each option a variant."""
     pairs = []
+    if order == "descending d_k":
+        pairs = {d: (torch.randn(n, d, generator=generator), torch.randn(n, d, generator=generator))
+                 for d in sorted(dims, reverse=True)}
+        pairs = [pairs[d] for d in dims]
     if order == "q first for every d_k":
         qs = [torch.randn(n, d, generator=generator) for d in dims]
         pairs = [(q, torch.randn(n, d, generator=generator)) for q, d in zip(qs, dims, strict=True)]
@@ -259,6 +287,8 @@ def _measure(dims, scale, n, generator, *, stat="var", fit="polyfit", draw="rand
     }[fit]()
     if ret == "list":
         return [torch.tensor(variances), exponent]
+    if ret == "0-d tensors":
+        return [torch.tensor(v) for v in variances], exponent
     if ret == "variances only":
         return variances
     return variances, exponent
@@ -273,7 +303,12 @@ MEASURE_RIGHT = {
     "slope by hand": {"fit": "by hand"},
     "log2 and lstsq": {"fit": "log2, lstsq"},
     "a list holding a tensor": {"ret": "list"},
+    # Borderline, accepted on purpose: the biased variance differs from .var() by n^2 / (n^2 - 1), far
+    # below the noise of the measurement; a list of 0-d tensors is a list of numbers.
+    "a list of 0-d tensors": {"ret": "0-d tensors"},
 }
+
+_REARRANGED = "as many numbers as the check.*another order or shape"
 
 MEASURE_WRONG = {
     "standard deviation": ({"stat": "std"}, "standard deviations, not the variances"),
@@ -284,8 +319,13 @@ MEASURE_WRONG = {
     "scale on q and k": ({"logits": "scale twice"}, "applied scale\\(d_k\\) twice"),
     "only the diagonal": ({"logits": "diagonal"}, "only the n products q_i . k_i"),
     "global generator": ({"draw": "global"}, "drew from the global random generator"),
-    "drawn as (d_k, n)": ({"draw": "transposed"}, "as many numbers as the check, arranged differently"),
-    "all q first": ({"order": "q first for every d_k"}, "as many numbers as the check, arranged differently"),
+    "drawn as (d_k, n)": ({"draw": "transposed"}, _REARRANGED),
+    "all q first": ({"order": "q first for every d_k"}, _REARRANGED),
+    "largest d_k first": ({"order": "descending d_k"}, _REARRANGED),
+    "mean of the rows' variances": ({"stat": "rows"}, r"your draws are the check's, but you averaged the "
+                                                      r"variance of each row \(\.var\(dim=-1\)\.mean\(\)\)"),
+    "mean of the rows' biased variances": ({"stat": "rows biased"}, "averaged the variance of each row"),
+    "mean of the columns' variances": ({"stat": "columns"}, "averaged the variance of each column"),
     "drawn in float64": ({"draw": "float64"}, "your draws differ from the check's"),
     "linear axes": ({"fit": "linear axes"}, "raw \\(d_k, variance\\) values"),
     "semi-log": ({"fit": "semi-log"}, "take the log of d_k too"),
@@ -384,6 +424,11 @@ MASK_WRONG = {
     "tokens changed in place": (lambda t, p, T: _mask(t.masked_fill_(t == p, -1), -1, T),
                                 "changed its input `t` in place"),
     "a list": (lambda t, p, T: _mask(t, p, T).tolist(), "return a torch.Tensor, got list"),
+    "padding inverted": (lambda t, p, T: (t == p)[:, None, None, :]
+                         & torch.ones(T, t.shape[1], dtype=torch.bool).tril(t.shape[1] - T),
+                         "the padding part has the wrong sign: it allows the padded keys"),
+    "transposed (B, 1, S, T)": (lambda t, p, T: _mask(t, p, T).transpose(-2, -1),
+                                r"the mask is transposed, \(B, 1, S, T\)"),
 }
 
 
@@ -435,12 +480,15 @@ class _Configurable(_Base):
         v = split(self.v_proj(key if o.get("values") == "key" else value))
         if o.get("detach_k"):
             k = k.detach()
-        scale = {"Dh": math.sqrt(Dh), "D": math.sqrt(D), "none": 1.0}[o.get("scale", "Dh")]
+        scale = {"Dh": math.sqrt(Dh), "D": math.sqrt(D), "none": 1.0,
+                 "2Dh": math.sqrt(2 * Dh)}[o.get("scale", "Dh")]
         scores = q @ k.transpose(-2, -1) / scale
         if mask is not None and o.get("mask", "before") in ("before", "inverted"):
             blocked = mask if o.get("mask") == "inverted" else ~mask
             scores = scores.masked_fill(blocked, o.get("fill", float("-inf")))
-        if o.get("softmax") == "no max":
+        if o.get("softmax") == "queries":
+            weights = torch.softmax(scores, dim=-2)
+        elif o.get("softmax") == "no max":
             e = scores.exp()
             weights = e / e.sum(-1, keepdim=True)
         else:
@@ -563,6 +611,19 @@ class _CourseSubclass(MultiHeadAttention):
     pass
 
 
+class _TorchModule(_Base):
+    """PyTorch's nn.MultiheadAttention, loaded with the four projections' weights."""
+
+    def forward(self, query, key, value, mask=None):
+        D = query.shape[-1]
+        mha = nn.MultiheadAttention(D, self.n_heads, batch_first=True)
+        with torch.no_grad():
+            mha.in_proj_weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]))
+            mha.in_proj_bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+            mha.out_proj.load_state_dict(self.out_proj.state_dict())
+        return mha(query, key, value, attn_mask=None if mask is None else ~mask, average_attn_weights=False)
+
+
 class _MaskInPlace(_Configurable):
     """Right values, but the caller's mask is flipped in place (True = blocked inside)."""
 
@@ -604,9 +665,16 @@ MHA_WRONG = {
     "values from the key": (_module(values="key"), "values are projected from the key"),
     "weights averaged over heads": (_module(average=True), r"return each head's weights, \(B, H, T, S\)"),
     "softmax without the maximum": (_module(softmax="no max"), "large inputs .* NaN or infinity"),
+    "softmax over the queries": (_module(softmax="queries"),
+                                 r"n_heads=3 the weights sum to 1 over the queries \(axis -2\)"),
+    "scaled by sqrt(2 Dh)": (_module(scale="2Dh"),
+                             r"the tensor of weights for self-attention with query \(2, 5, 12\).* "
+                             "differs from the reference"),
     "output detached": (_module(detach=True), "no gradient reaches the output"),
     "keys detached": (_module(detach_k=True), "no gradient reaches k_proj.weight"),
     "the fused shortcut": (_Fused, "called `torch.nn.functional.scaled_dot_product_attention`"),
+    "nn.MultiheadAttention": (_TorchModule, r"called `torch\.nn\.functional\.multi_head_attention_forward` "
+                                            r"\(directly, or through nn\.MultiheadAttention, which calls"),
     "the course's module": (_CourseSubclass,
                             "called `transformer_course.attention.scaled_dot_product_attention`"),
     "mask changed in place": (_MaskInPlace, "changed its input `mask` in place"),

@@ -84,6 +84,20 @@ def via_rnn_tanh_cell(x, h0, *w):
     return _unrolled(lambda xt, h, *ws: torch.rnn_tanh_cell(xt, h, *ws))(x, h0, *w)
 
 
+def unroll_under_no_grad(x, h0, *w):
+    with torch.no_grad():  # right values, but no graph for task 4 to differentiate
+        return good_unroll(x, h0, *w)
+
+
+def detaches_h_each_step(x, h0, *w):  # the truncated-BPTT habit: right values, a cut graph
+    return _unrolled(lambda xt, h, *ws: good_cell(xt, h.detach(), *ws))(x, h0, *w)
+
+
+def through_numpy(x, h0, *w):  # right values, computed outside autograd
+    outputs, h = good_unroll(x.detach(), h0.detach(), *(t.detach() for t in w))
+    return torch.from_numpy(outputs.numpy()), torch.from_numpy(h.numpy())
+
+
 def _package_cell():
     from transformer_course.rnn import RNNCell
     return RNNCell
@@ -127,8 +141,17 @@ WRONG_UNROLL = {
     "float64 out": (lambda x, h0, *w: good_unroll(x.double(), h0.double(), *(t.double() for t in w)),
                     "is float64, expected float32"),
     "h0 overwritten": (overwrites_h0, "changed its input `h0` in place"),
-    "nn.RNNCell": (via(nn.RNNCell), r"called `torch\._VF\.rnn_tanh_cell`.*by hand"),
-    "nn.RNN": (via_nn_rnn, r"called `torch\._VF\.rnn_tanh`.*by hand"),
+    "torch.no_grad": (unroll_under_no_grad,
+                      r"your unroll cuts the graph \(torch\.no_grad or \.detach\(\)\).*"
+                      "neither outputs nor h_T"),
+    "h.detach() at each step": (detaches_h_each_step,
+                                r"your unroll cuts the graph.*gradient with respect to x differs.*"
+                                r"\.detach\(\) on h"),
+    "through numpy": (through_numpy, r"your unroll cuts the graph.*neither outputs nor h_T"),
+    "nn.RNNCell": (via(nn.RNNCell), r"called `torch\._VF\.rnn_tanh_cell` \(directly, or through "
+                                    r"nn\.RNNCell, which calls it\).*by hand"),
+    "nn.RNN": (via_nn_rnn, r"called `torch\._VF\.rnn_tanh` \(directly, or through nn\.RNN, which "
+                           r"calls it\).*by hand"),
     "torch.rnn_tanh_cell": (via_rnn_tanh_cell, r"called `torch\.rnn_tanh_cell`.*by hand"),
     "the package's RNNCell": (via(_package_cell()), r"called `transformer_course\.rnn\.RNNCell\.forward`"),
 }
@@ -162,10 +185,28 @@ def unroll_einsum_float64(x, h0, W_ih, W_hh, b_ih, b_hh):
     return outputs, outputs[:, -1]
 
 
+def unroll_time_major_addmm(x, h0, W_ih, W_hh, b_ih, b_hh):  # over x.transpose(0, 1), addmm
+    h, states = h0, []
+    for x_t in x.transpose(0, 1):  # (B, D) each
+        h = torch.tanh(torch.addmm(b_ih, x_t, W_ih.t()) + torch.addmm(b_hh, h, W_hh.t()))
+        states.append(h)
+    return torch.stack(states).transpose(0, 1), h
+
+
+def unroll_unbind_linear(x, h0, W_ih, W_hh, b_ih, b_hh):  # unbind, F.linear, .tanh() method
+    h, outs = h0, []
+    for x_t in x.unbind(1):
+        h = (F.linear(x_t, W_ih, b_ih) + F.linear(h, W_hh, b_hh)).tanh()
+        outs.append(h)
+    return [torch.stack(outs, 1), h]
+
+
 RIGHT_UNROLL = {
     "loop and stack": good_unroll,
     "inputs projected at once, buffer, list": unroll_preallocated,
     "einsum in float64, cat, cast back": unroll_einsum_float64,
+    "time-major loop, addmm": unroll_time_major_addmm,
+    "unbind, F.linear, a list": unroll_unbind_linear,
 }
 
 
@@ -269,6 +310,14 @@ def forgets_requires_grad(model, x):
     return torch.autograd.grad(h_T.sum(), x)[0]
 
 
+def requires_grad_on_the_input(model, x):
+    x.requires_grad_(True)  # switches it on for the caller's tensor, not a copy
+    _, h_T = model(x)
+    squares = sum(torch.autograd.grad(h_T[:, i].sum(), x, retain_graph=True)[0].pow(2).sum(-1)
+                  for i in range(h_T.shape[1]))
+    return squares.sqrt().mean(0).flip(0).detach()
+
+
 def package_measurement(model, x):
     from transformer_course.experiments import fading_memory
     return fading_memory.jacobian_norms(lambda inp: model(inp)[1], x)
@@ -289,6 +338,8 @@ WRONG_NORMS = {
     "every state": (every_step, "states of every step"),
     "per sequence": (per_sequence, r"one norm per sequence and step, shape \(B, T\)"),
     "no requires_grad": (forgets_requires_grad, r"x does not require grad: .*requires_grad_\(True\)"),
+    "requires_grad_ on the caller's x": (requires_grad_on_the_input,
+                                         r"switched requires_grad on for its input `x`.*work on a copy"),
     "the package's measurement": (package_measurement,
                                   r"called `transformer_course\.experiments\.fading_memory\.jacobian_norms`"),
     "float64 out": (float64_norms, "is float64, expected float32"),
@@ -449,6 +500,32 @@ def measure_with_package(x, W_ih, W_hhs):
     return norms, _slope(norms).exp()
 
 
+def _measure_with_unroll(unroll, norms_of=good_norms):
+    """The right measurement, with the learner's own ``unroll`` of task 1 and ``norms_of`` of task 2."""
+    def measure(x, W_ih, W_hhs):
+        H = W_ih.shape[0]
+        zeros = torch.zeros(H)
+        norms = torch.stack([norms_of(lambda inp, W=W_hh: unroll(inp, torch.zeros(inp.shape[0], H), W_ih, W,
+                                                                 zeros, zeros), x) for W_hh in W_hhs])
+        return norms, _slope(norms).exp()
+    return measure
+
+
+def norms_by_backward(model, x):  # .backward() and x.grad, on a copy
+    x = x.clone().requires_grad_(True)
+    squares = torch.zeros(x.shape[:2])
+    for i in range(model(x)[1].shape[1]):
+        x.grad = None
+        model(x)[1][:, i].sum().backward()
+        squares += x.grad.pow(2).sum(-1)
+    return squares.sqrt().mean(0).flip(0)
+
+
+def norms_by_jacobian(model, x):  # autograd.functional.jacobian finds zeros where the graph is cut
+    jac = torch.autograd.functional.jacobian(lambda inp: model(inp)[1].sum(0), x)  # (H, B, T, D)
+    return jac.pow(2).sum(dim=(0, 3)).sqrt().mean(0).flip(0)
+
+
 WRONG_MEASUREMENTS = {
     "time order": (measure_with_norms(lambda x, Wi, Wh: good_norms(_model(Wi, Wh), x).flip(0)),
                    "the norms are in time order"),
@@ -458,6 +535,22 @@ WRONG_MEASUREMENTS = {
     "slope, not exp": (measure_with(_slope),
                        r"slope of log\(norm\) against d; the factor per step is exp\(slope\)"),
     "fitted against t": (measure_with(lambda n: _slope(n.flip(-1)).exp()), "inverse of the fitted ones"),
+    "exp(-slope)": (measure_with(lambda n: (-_slope(n)).exp()),
+                    r"inverse of the fitted ones, exp\(-slope\): the exponent's sign is flipped"),
+    "(factors, norms)": (lambda x, Wi, Whs: good_measure(x, Wi, Whs)[::-1],
+                         r"you returned \(factors, norms\); return \(norms, factors\)"),
+    "own unroll under no_grad": (_measure_with_unroll(unroll_under_no_grad),
+                                 r"the graph is cut: x requires grad, but the output you differentiate has "
+                                 r"no grad_fn.*your rnn_unroll of task 1"),
+    "own unroll under no_grad, .backward()": (_measure_with_unroll(unroll_under_no_grad, norms_by_backward),
+                                              r"\.backward\(\) on has no graph.*x does not require grad.*"
+                                              r"or the graph is cut.*your rnn_unroll of task 1"),
+    "own unroll under no_grad, jacobian": (_measure_with_unroll(unroll_under_no_grad, norms_by_jacobian),
+                                           r"your norms are all zero: no gradient reaches x"),
+    "own unroll detaches h": (_measure_with_unroll(detaches_h_each_step),
+                              r"only distance 0 has a gradient: the graph is cut between steps"),
+    "no copy of x": (_measure_with_unroll(good_unroll, forgets_requires_grad),
+                     r"x does not require grad: make a copy that does"),
     "last / first": (measure_with(lambda n: (n[:, -1] / n[:, 0]) ** (1 / (n.shape[-1] - 1))),
                      "ratio of the last and the first norm"),
     "mean step ratio": (measure_with(lambda n: (n[:, 1:] / n[:, :-1]).mean(-1)),
@@ -503,6 +596,8 @@ def measure_log2(x, W_ih, W_hhs):  # log2 and 2 ** slope, factors as a numpy arr
 
 RIGHT_MEASUREMENTS = {
     "closed-form fit": good_measure,
+    ".backward() on a copy of x": _measure_with_unroll(good_unroll, norms_by_backward),
+    "autograd.functional.jacobian": _measure_with_unroll(unroll_unbind_linear, norms_by_jacobian),
     "polyfit, lists": measure_polyfit,
     "lstsq in float64": measure_lstsq_float64,
     "log2, numpy array": measure_log2,

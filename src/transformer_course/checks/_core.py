@@ -374,8 +374,12 @@ def _constant_factor(got: torch.Tensor, expected: torch.Tensor) -> float | None:
     return None
 
 
-def check_distribution(task: str, got: torch.Tensor, expected: torch.Tensor, dim: int = -1) -> None:
-    """Diagnose probability outputs before comparing: log-probs, wrong axis, bad sums."""
+def check_distribution(task: str, got: torch.Tensor, expected: torch.Tensor, dim: int = -1,
+                       what: str = "the result") -> None:
+    """Diagnose probability outputs before comparing: log-probs, wrong axis, bad sums.
+
+    ``what`` names the output (and its case) in the final comparison's diagnoses.
+    """
     if isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.isfinite(got).all():
         got_d = got.detach().double()
         if (got_d <= 0).all() and torch.allclose(got_d.exp(), expected.detach().double(), atol=1e-5):
@@ -397,4 +401,4 @@ def check_distribution(task: str, got: torch.Tensor, expected: torch.Tensor, dim
             raise CheckFailed(f"{task}: the values along axis {dim % got_d.dim()} should sum to "
                               f"1, but they sum to between {sums.min().item():.4g} and "
                               f"{sums.max().item():.4g}.")
-    compare(task, got, expected)
+    compare(task, got, expected, what=what)

@@ -140,7 +140,12 @@ def _check_attention_case(
     out, w = unpack(task, call(task, fn, *args, forbid=_NO_ATTENTION), ("output", "weights"))
     scores = q.double() @ k.double().transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, S)
     ref_w = _softmax_weights(scores, mask)
-    what = f"the weights for q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)}" + (
+    out_shape = (*ref_w.shape[:-1], v.shape[-1])
+    if (isinstance(out, torch.Tensor) and isinstance(w, torch.Tensor) and out.shape == ref_w.shape
+            and w.shape == out_shape and out_shape != ref_w.shape):
+        raise CheckFailed(f"{task}: you returned (weights, output); return (output, weights): the output "
+                          f"{fmt_shape(out_shape)} first, then the weights {fmt_shape(ref_w.shape)}.")
+    what = f"the tensor of weights for q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)}" + (
         "" if mask is None else f", mask {fmt_shape(mask.shape)}")
     if not isinstance(w, torch.Tensor) or w.shape != ref_w.shape:
         compare(task, w, ref_w, what=what, dtype=q.dtype)  # reports the type or the shape
@@ -162,7 +167,7 @@ def _check_attention_case(
     if w.dtype != q.dtype:
         compare(task, w, ref_w, what=what, dtype=q.dtype)  # reports the dtype
     if mask is None:
-        check_distribution(task, w64, ref_w)
+        check_distribution(task, w64, ref_w, what=what)
     else:
         compare(task, w, ref_w, what=what, dtype=q.dtype)
     compare(task, out, ref_w @ v.double(), what=f"the output (weights @ v) for q {fmt_shape(q.shape)}",
@@ -245,7 +250,8 @@ def _measure(dims: Sequence[int], scale: Callable[[int], float], n: int, seed: i
     """The reference measurement, and the numbers of the usual slips, from the same draws."""
     g = torch.Generator().manual_seed(seed)
     found: dict[str, list[float]] = {"var": [], "biased": [], "mean square": [], "std": [], "q": [],
-                                     "unscaled": [], "scale once": [], "scale twice": [], "diagonal": []}
+                                     "unscaled": [], "scale once": [], "scale twice": [], "diagonal": [],
+                                     "rows": [], "rows biased": [], "columns": []}
     for d in dims:
         q = torch.randn(n, d, generator=g)  # (n, d_k)
         k = torch.randn(n, d, generator=g)  # (n, d_k)
@@ -260,6 +266,9 @@ def _measure(dims: Sequence[int], scale: Callable[[int], float], n: int, seed: i
         found["scale once"].append(raw.double().var().item() * scale(d))
         found["scale twice"].append(logits.double().var().item() * scale(d) ** 2)
         found["diagonal"].append((q * k).sum(-1).mul(scale(d)).double().var().item())
+        found["rows"].append(logits.double().var(dim=-1).mean().item())
+        found["rows biased"].append(logits.double().var(dim=-1, unbiased=False).mean().item())
+        found["columns"].append(logits.double().var(dim=0).mean().item())
     return {**{key: torch.tensor(v, dtype=torch.float64) for key, v in found.items()},
             "state": g.get_state()}
 
@@ -300,14 +309,21 @@ def _diagnose_variances(task: str, got: torch.Tensor, ref: dict, dims: Sequence[
                        "by it once",
         "diagonal": "you took only the n products q_i . k_i (the diagonal); take the variance of all "
                     "n x n logits q @ k.T",
+        "rows": "your draws are the check's, but you averaged the variance of each row (.var(dim=-1)"
+                ".mean()); take one variance over all n x n logits, logits.var()",
+        "rows biased": "your draws are the check's, but you averaged the variance of each row "
+                       "(.var(dim=-1).mean()); take one variance over all n x n logits, logits.var()",
+        "columns": "your draws are the check's, but you averaged the variance of each column "
+                   "(.var(dim=0).mean()); take one variance over all n x n logits, logits.var()",
     }
     for key, message in slips.items():
         if not close(ref[key], ref["var"], atol=0, rtol=1e-3) and close(got, ref[key], atol=0, rtol=1e-4):
             raise CheckFailed(f"{task}: {where}: {message}.")
     measured = ref["var"]
     if ((got / measured).log().abs() < math.log(1.5)).all():
-        how = ("you drew as many numbers as the check, arranged differently" if same_draws
-               else "your draws differ from the check's")
+        how = ("you drew as many numbers as the check (your generator advanced exactly as far), but either "
+               "in another order or shape, or you computed another statistic than one variance over all "
+               "n x n logits" if same_draws else "your draws differ from the check's")
         raise CheckFailed(f"{task}: {where} your variances ({_fmt(got)}) follow the right trend but are "
                           f"not the check's measurement with the same generator ({_fmt(measured)}): "
                           f"{how}. For each d_k in order draw q = torch.randn(n, d_k, "
@@ -412,7 +428,7 @@ def check_predict_variance_exponent(fn: Callable[[], float]) -> bool:
 
 def _reference_mask(tokens: torch.Tensor, pad_id: int, n_queries: int, *, offset: bool = True,
                     keys: bool = True, queries: bool = False, combine: str = "and",
-                    future: bool = False) -> torch.Tensor:
+                    future: bool = False, pad_sign: bool = True) -> torch.Tensor:
     """(B, 1, T, S): key s is real and s <= the query's position; the options give the slips."""
     B, S = tokens.shape
     T = n_queries
@@ -420,7 +436,7 @@ def _reference_mask(tokens: torch.Tensor, pad_id: int, n_queries: int, *, offset
     causal = torch.arange(S)[None, :] <= position[:, None]  # (T, S)
     if future:
         causal = torch.arange(S)[None, :] >= position[:, None]
-    real = tokens != pad_id  # (B, S)
+    real = (tokens != pad_id) if pad_sign else (tokens == pad_id)  # (B, S)
     padding = real[:, None, None, :] if keys else torch.ones(B, 1, 1, S, dtype=torch.bool)
     if queries:
         padding = padding & real[:, None, S - T:, None]
@@ -470,6 +486,12 @@ def _diagnose_combined_mask(task: str, got: torch.Tensor, tokens: torch.Tensor, 
          "the padding is applied to the queries (axis -2) instead of the keys (the last axis)"),
         (_reference_mask(tokens, pad_id, T, keys=False), "the padding is missing: padded keys are "
                                                          "visible. Combine with tokens != pad_id"),
+        (_reference_mask(tokens, pad_id, T, pad_sign=False),
+         "the padding part has the wrong sign: it allows the padded keys and blocks the real ones. A key "
+         "may be attended where tokens != pad_id"),
+        (ref.transpose(-2, -1),
+         "the mask is transposed, (B, 1, S, T): axis -2 is the queries and the last axis the keys, so "
+         "mask[b, 0, i, s] says whether query i may attend to key s"),
         (_reference_mask(tokens, 0, T) if pad_id != 0 else ref,
          f"the pad id is hard-coded as 0: compare with the pad_id you are given ({pad_id})"),
         (ref & ~torch.eye(S, dtype=torch.bool)[S - T:], "the diagonal is blocked: each query may attend "
@@ -544,7 +566,7 @@ def _merge(x: torch.Tensor, how: str = "right") -> torch.Tensor:
 
 def _mha(p: dict[str, torch.Tensor], H: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
          mask: torch.Tensor | None, *, split: str = "right", merge: str = "right", scale: str = "Dh",
-         use_mask: str = "before", out_proj: bool = True, values: str = "value",
+         use_mask: str = "before", out_proj: bool = True, values: str = "value", softmax_dim: int = -1,
          ) -> tuple[torch.Tensor, torch.Tensor]:
     """The course's multi-head attention from weights ``p``; each option gives one slip."""
     def linear(x, name):
@@ -560,7 +582,7 @@ def _mha(p: dict[str, torch.Tensor], H: int, query: torch.Tensor, key: torch.Ten
     if m is not None and use_mask == "after":
         weights = torch.softmax(scores, -1).masked_fill(~m, 0.0)
     else:
-        weights = _softmax_weights(scores, m)  # (B, H, T, S)
+        weights = _softmax_weights(scores, m, softmax_dim)  # (B, H, T, S)
     out = _merge(weights @ v, merge)  # (B, T, D)
     return (linear(out, "out_proj") if out_proj else out), weights
 
@@ -578,6 +600,8 @@ def _weight_slips(H: int, D: int, has_mask: bool) -> list[tuple[dict, str]]:
         ({"split": "no transpose"}, "the heads are split the wrong way: a view straight to (B, H, T, Dh) "
                                     "cuts the sequence into blocks instead of cutting each vector into "
                                     "heads. View as (B, T, H, Dh), then .transpose(1, 2)"),
+        ({"softmax_dim": -2}, "the weights sum to 1 over the queries (axis -2): each query's weights over "
+                              "the keys must sum to 1, so take the softmax over the last axis (dim=-1)"),
     ]
     if has_mask:
         slips += [
@@ -698,7 +722,8 @@ def _mha_case(task: str, cls: Callable, g: torch.Generator, B: int, T: int, S: i
     if isinstance(w, torch.Tensor) and w.shape == ref_w.shape:
         _diagnose_mha(task, out, w.detach().double().nan_to_num(0.0), p, H, (q64, k64, v64), mask,
                       (ref_out.detach(), ref_w.detach()), cross, where)
-    compare(task, w, ref_w.detach(), atol=1e-5, rtol=1e-4, what=f"the weights {where}", dtype=x.dtype)
+    compare(task, w, ref_w.detach(), atol=1e-5, rtol=1e-4, what=f"the tensor of weights {where}",
+            dtype=x.dtype)
     compare(task, out, ref_out.detach(), atol=1e-4, rtol=1e-4, what=f"the output {where}", dtype=x.dtype)
     upstream = torch.randn(out.shape, generator=g)
     _check_gradients(task, module, out, inputs, ref_out, {**ref_inputs, **p}, upstream, where)

@@ -123,30 +123,32 @@ def _check_unroll_gradients(task: str, rnn_unroll: Callable, x: torch.Tensor, h0
                             g: torch.Generator) -> None:
     """The unroll must stay differentiable: task 4 backpropagates through it, from h_T to early inputs."""
     where = f"for x {fmt_shape(x.shape)}, h0 {fmt_shape(h0.shape)}"
-    cut = (f"{task}: your unroll cuts the graph (torch.no_grad or .detach()): the values are right, but "
-           "task 4 backpropagates from h_T to the early inputs through this very function, so gradients "
-           "must flow back through every step.")
+    cut = f"{task}: your unroll cuts the graph (torch.no_grad or .detach()) {where}:"
+    why = ("The values are right, but task 4 backpropagates from h_T to the early inputs through this very "
+           "function, so gradients must flow back through every step.")
     names = ("x", "h0", "W_ih", "W_hh", "b_ih", "b_hh")
     leaves = [t.clone().requires_grad_(True) for t in (x, h0, *w)]
     outputs, h_T = unpack(task, call(task, rnn_unroll, *leaves, forbid=RNN_SHORTCUTS), ["outputs", "h_T"])
-    if not (outputs.requires_grad or h_T.requires_grad):
-        raise CheckFailed(f"{cut} {where} neither outputs nor h_T carries a gradient back to x, h0 or the "
-                          "weights: compute without torch.no_grad() and without .detach().")
     ref_leaves = [t.detach().double().requires_grad_(True) for t in leaves]
     ref_out, ref_h = _unroll(*ref_leaves)
+    compare(task, outputs, ref_out.detach(), what=f"the tensor `outputs` {where}", dtype=x.dtype)
+    compare(task, h_T, ref_h.detach(), what=f"h_T {where}", dtype=x.dtype)
+    if not (outputs.requires_grad or h_T.requires_grad):
+        raise CheckFailed(f"{cut} neither outputs nor h_T carries a gradient back to x, h0 or the weights; "
+                          f"compute without torch.no_grad() and without .detach(). {why}")
     up_out, up_h = torch.randn(ref_out.shape, generator=g), torch.randn(ref_h.shape, generator=g)
     loss = sum((t * u).sum() for t, u in ((outputs, up_out), (h_T, up_h)) if t.requires_grad)
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
     ref_grads = torch.autograd.grad((ref_out * up_out).sum() + (ref_h * up_h).sum(), ref_leaves)
     for name, grad, ref in zip(names, grads, ref_grads, strict=True):
         if grad is None:
-            raise CheckFailed(f"{cut} {where} no gradient reaches {name}: is a .detach() (or .data, "
-                              "numpy, .item()) on its path?")
+            raise CheckFailed(f"{cut} no gradient reaches {name} (a .detach(), .data, numpy or .item() on "
+                              f"its path?). {why}")
         if not close(grad, ref, atol=1e-4, rtol=1e-3):
             err = (grad.detach().double() - ref).abs().max().item()
-            raise CheckFailed(f"{cut} {where} the gradient with respect to {name} differs from the "
-                              f"reference (largest error {err:.3g}): a .detach() on h between steps cuts "
-                              "the path from h_T back to the earlier steps.")
+            raise CheckFailed(f"{cut} the gradient with respect to {name} differs from the reference "
+                              f"(largest error {err:.3g}): a .detach() on h between steps cuts the path "
+                              f"from h_T back to the earlier steps. {why}")
 
 
 def check_rnn_unroll(rnn_unroll: Callable[..., tuple]) -> CheckResult:

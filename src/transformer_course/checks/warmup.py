@@ -26,21 +26,6 @@ from ._core import (
 __all__ = ["check_softmax", "check_attention_weights"]
 
 
-def compare_distribution(task: str, got: object, expected: torch.Tensor, what: str) -> None:
-    """``check_distribution``, with ``what`` naming the output (and its case) in compare's diagnoses.
-
-    ``check_distribution`` diagnoses log-probabilities, negative values and the wrong axis, then
-    compares as "the result"; a learner with two outputs must be told which one is wrong.
-    """
-    try:
-        check_distribution(task, got, expected)
-    except CheckFailed as err:
-        if not str(err).startswith(f"{task}: the result "):
-            raise
-        compare(task, got, expected, what=what)  # the same diagnosis, naming the output
-        raise
-
-
 def _named_mistake(task: str, got: object, expected: torch.Tensor, mistakes) -> None:
     """Raise the message of the first mistake ``got`` equals; one that equals the answer is skipped."""
     for make, message in mistakes:
@@ -195,7 +180,7 @@ def check_attention_weights(attention_weights: Callable[..., tuple]) -> CheckRes
                                   "maximum underflows to 0 / 0. Subtract each query's own maximum, "
                                   "scores.amax(-1, keepdim=True), before exp.")
             if not close(weights, w):  # sums, signs and axes first, then the values
-                compare_distribution(task, weights, w.float(), f"the tensor of weights {what}")
+                check_distribution(task, weights, w.float(), what=f"the tensor of weights {what}")
             compare(task, weights, w.float(), what=f"the tensor of weights {what}")
             _check_entropy(task, entropy, w.float(), _entropy_bits(w), what=f"the entropy {what}")
         return (f"{len(cases)} random (q, k) with T != S and T == S, at temperatures "
