@@ -42,6 +42,11 @@ def mask_padding_on_queries(tgt, pad_id):
     return torch.tril(torch.ones(T, T, dtype=torch.bool)) & (tgt != pad_id)[:, None, :, None]
 
 
+def mask_padding_on_both(tgt, pad_id):
+    real = tgt != pad_id  # (B, T)
+    return mask_right(tgt, pad_id) & real[:, None, :, None]  # padded query rows blocked as well
+
+
 def mask_strict(tgt, pad_id):
     T = tgt.shape[1]
     return torch.tril(torch.ones(T, T, dtype=torch.bool), -1) & (tgt != pad_id)[:, None, None, :]
@@ -89,11 +94,12 @@ def test_decoder_mask_accepts_right_answers_written_differently(fn, capsys):
 
 
 @pytest.mark.parametrize("fn, message", [
-    (mask_wrong_sign, "opposite of the course's convention"),
+    (mask_wrong_sign, r"opposite of the course's convention .* blocked positions instead\?$"),
     (mask_no_padding, "padding is not masked"),
     (mask_no_causal, "the future is not masked"),
     (mask_upper_triangle, "upside down"),
-    (mask_padding_on_queries, "queries"),
+    (mask_padding_on_queries, r"masked on the queries \(rows\) instead of on the keys \(columns\)"),
+    (mask_padding_on_both, r"on the keys \(columns\), right, but also on the queries \(rows\)"),
     (mask_strict, "diagonal is blocked"),
     (mask_float, "boolean"),
     (mask_no_head_axis, r"\(B, 1, T, T\)"),
@@ -121,7 +127,8 @@ def beam_right(scores, lengths, finished, log_probs, state, alpha):
 
 
 def beam_variant(*, finished="carry", running=True, normalise=True, longer=1, finished_longer=0, split=None,
-                 order="best", returned="sums", reorder="beam", ids=None, finished_normalised=True):
+                 order="best", returned="sums", reorder="beam", ids=None, finished_normalised=True,
+                 multiply=False):
     """The right answer with one switch turned: each switch is one usual mistake."""
     def step(scores, lengths, finished_, log_probs, state, alpha):
         K, V = log_probs.shape
@@ -129,10 +136,13 @@ def beam_variant(*, finished="carry", running=True, normalise=True, longer=1, fi
         carry[PAD] = 0.0
         per_token = {"carry": torch.where(finished_[:, None], carry, log_probs), "expand": log_probs,
                      "zero": log_probs.masked_fill(finished_[:, None], 0.0),
-                     "drop": log_probs.masked_fill(finished_[:, None], -math.inf)}[finished]
+                     "drop": log_probs.masked_fill(finished_[:, None], -math.inf),
+                     "pay": torch.where(finished_[:, None] & (carry < 0), -math.inf, log_probs)}[finished]
         total = (scores[:, None] if running else 0.0) + per_token  # (K, V)
         length = lengths + torch.where(finished_, finished_longer, longer)
         rank = total / length[:, None].float() ** alpha if normalise else total
+        if multiply:  # * instead of /
+            rank = total * length[:, None].float() ** alpha
         if not finished_normalised:
             rank = torch.where(finished_[:, None], total, rank)
         _, index = rank.flatten().topk(K)
@@ -183,6 +193,27 @@ def beam_in_place_mask(scores, lengths, finished, log_probs, state, alpha):
     return beam_right(scores, lengths, finished, log_probs, state, alpha)
 
 
+def beam_best_token_per_beam(scores, lengths, finished, log_probs, state, alpha):
+    """Each beam's best candidate (K of them, one per beam), sorted best first."""
+    K, V = log_probs.shape
+    carry = torch.full((V,), -math.inf)
+    carry[PAD] = 0.0
+    total = scores[:, None] + torch.where(finished[:, None], carry, log_probs)  # (K, V)
+    rank = total / (lengths + (~finished).long())[:, None].float() ** alpha
+    best, token = rank.max(-1)  # (K,), (K,)
+    beam = best.argsort(descending=True)
+    return total[beam, token[beam]], beam, token[beam], state[beam]
+
+
+def beam_split_k_swapped(scores, lengths, finished, log_probs, state, alpha):
+    """The right flat index, split by K the other way: beam = i % K, token = i // K."""
+    K, V = log_probs.shape
+    new, beam, token, _ = beam_right(scores, lengths, finished, log_probs, state, alpha)
+    index = beam * V + token
+    beam, token = index % K, index // K
+    return new, beam, token, state[beam]
+
+
 def beam_swapped(scores, lengths, finished, log_probs, state, alpha):
     new, beam, token, new_state = beam_right(scores, lengths, finished, log_probs, state, alpha)
     return new, token, beam, new_state
@@ -192,17 +223,27 @@ def beam_three_values(scores, lengths, finished, log_probs, state, alpha):
     return beam_right(scores, lengths, finished, log_probs, state, alpha)[:3]
 
 
+SPLIT_WITH_K = r"split the flat index i with K \(beam = i // K, token = i % K\)"
 BEAM_MISTAKES = {
     "finished beams expanded": (beam_variant(finished="expand"), "is finished .* extended it by token"),
     "finished beams expanded at no cost": (beam_variant(finished="zero"), "finished beam 1 was kept 5 times"),
     "finished beams dropped": (beam_variant(finished="drop"), "you dropped the finished beams"),
     "state not reordered": (beam_variant(reorder="none"), "the state was not reordered"),
     "state reordered by token": (beam_variant(reorder="token"), "reordered by the token ids"),
-    "flat index split with K": (beam_variant(split=lambda K, V: K), "split the flat index with K"),
+    "flat index split with K": (beam_variant(split=lambda K, V: K), SPLIT_WITH_K),
+    "flat index split with K, % for the beam": (beam_split_k_swapped,
+                                                r"with K \(beam = i % K, token = i // K\): .* divide the "
+                                                "flat index by V, the vocabulary size"),
     "beam and token swapped": (beam_swapped, "beam and token are swapped"),
     "ids split with K, worst first": (beam_variant(split=lambda K, V: K, order="worst"),
-                                      "split the flat index with K"),  # the ids are diagnosed first
+                                      SPLIT_WITH_K),  # the ids are diagnosed first
     "no length normalisation": (beam_variant(normalise=False), "ranked the candidates by their plain sums"),
+    "multiplied by the length": (beam_variant(multiply=True), r"multiplied the sums by length \*\* alpha"),
+    "finished beams pay for <pad>": (beam_variant(finished="pay"),
+                                     "charged a finished beam the log-probability of its <pad>"),
+    "best token of each beam, sorted": (beam_best_token_per_beam,
+                                        "you kept one candidate per beam, its best token: keep the best 8 "
+                                        "of all the K x V"),
     "old length for extensions": (beam_variant(longer=0), "one token longer"),
     "finished beams lengthened": (beam_variant(finished_longer=1), "lengthened the finished beams"),
     "no running score": (beam_variant(running=False), "token's log-probability alone"),
@@ -218,7 +259,7 @@ BEAM_MISTAKES = {
     "ranking scores returned": (beam_variant(returned="ranks"), "returned the ranking scores"),
     "worst first": (beam_variant(order="worst"), "not sorted best first"),
     "sorted by the plain sums": (beam_variant(order="sums"),
-                                 "right candidates, but in the wrong order: .* plain sums"),
+                                 "right candidates, but in the order of their plain sums"),
     "float ids": (beam_variant(ids=lambda i: i.float()), "should hold integer ids, got float32"),
     "float64 scores": (beam_variant(returned="float64"), "is float64, expected float32"),
     "state reordered in place": (beam_in_place_state, "changed its input `state` in place"),

@@ -140,7 +140,7 @@ def _diagnose_peaks(task: str, where: str, got: list[float], ref: list[int], len
         return
     i = next(i for i, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b)
     n = lengths[i]
-    at = f"{where} at n = {n} you measured {got[i]:g} bytes, the check {ref[i]}"
+    at = f"{where} at n = {n} you measured {got[i]:g}, the check {ref[i]} bytes"
     if all(a == b + 4 * m * d_model for a, b, m in zip(got, ref, lengths, strict=True)):
         raise CheckFailed(f"{task}: {at}: yours are larger by the bytes of x, 4 * n * d_model, at every n. "
                           "Make x before measuring, and measure only the call forward(x).")

@@ -52,13 +52,33 @@ def _mask_mistakes(tokens: torch.Tensor, pad_id: int) -> list[tuple[torch.Tensor
                                "(combine with the causal mask, lower triangle)"),
         (causal.T & real, "it allows the future and blocks the past: the triangle is upside down "
                           "(row t should allow columns 0..t, the lower triangle)"),
-        (causal & real.transpose(-1, -2), "padding is masked on the queries (rows) instead of on the "
-                                          "keys (columns)"),
+        (causal & real.transpose(-1, -2), _ON_QUERIES),
         (torch.tril(torch.ones(T, T, dtype=torch.bool), -1) & real,
          "the diagonal is blocked: position t must be allowed to look at itself"),
         (causal | ~real, "padding is combined with | instead of &: a position is allowed only if it "
                          "is in the past AND is a real token"),
     ]
+
+
+# With right padding, masking the queries (rows) with or without the keys gives the same mask: a
+# real query never reaches a <pad> key. _queries_mistake tells the two apart on one more batch.
+_ON_QUERIES = "padding is masked on the queries (rows)"
+
+
+def _queries_mistake(task: str, fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
+    """Which query mistake, from the learner's mask of a batch with <pad> in the middle (pad_id 0)."""
+    tokens = torch.tensor([[1, 5, 0, 6, 0]])  # (1, T)
+    causal, real = make_causal_mask(5), make_padding_mask(tokens, 0)  # (T, T), (1, 1, 1, T)
+    try:
+        got = call(task, fn, tokens.clone(), 0)
+    except CheckFailed:
+        got = None
+    keys_only = "mask the keys (columns) only: a <pad> query may still look at the real tokens before it"
+    if close(got, causal & real & real.transpose(-1, -2)):
+        return f"padding is masked on the keys (columns), right, but also on the queries (rows): {keys_only}"
+    if close(got, causal & real.transpose(-1, -2)):
+        return f"{_ON_QUERIES} instead of on the keys (columns): {keys_only}"
+    return f"{_ON_QUERIES}, so the row of a <pad> query is all blocked: {keys_only}"
 
 
 # Its type and dtype checks mirror check_causal_mask's (checks/attention.py); the masks and the
@@ -87,7 +107,8 @@ def check_decoder_mask(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Check
                 continue
             for wrong, why in _mask_mistakes(tokens, pad_id):
                 if torch.equal(got, wrong):
-                    raise CheckFailed(f"{task}: {why}.")
+                    why = _queries_mistake(task, fn) if why == _ON_QUERIES else why
+                    raise CheckFailed(f"{task}: {why}" + ("" if why.endswith("?") else "."))
             bad = (got != expected).nonzero()[0].tolist()
             raise CheckFailed(f"{task}: wrong at [batch {bad[0]}, query {bad[2]}, key {bad[3]}]: got "
                               f"{bool(got[tuple(bad)])}, expected {bool(expected[tuple(bad)])} (tokens "
@@ -112,27 +133,29 @@ class _BeamCase(NamedTuple):
     alpha: float
 
 
-def _candidates(case: _BeamCase, *, running: bool = True, normalise: bool = True, longer: int = 1,
-                finished_longer: int = 0, finished: str = "carry",
+def _candidates(case: _BeamCase, *, running: bool = True, normalise: bool = True, multiply: bool = False,
+                longer: int = 1, finished_longer: int = 0, finished: str = "carry",
                 finished_normalised: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Every (beam, token) candidate's sum and ranking score, (K, V) float64; -inf: not a candidate.
 
     The defaults are the reference; each keyword is one usual mistake: ``running=False`` forgets
-    the beam's score, ``normalise=False`` ranks by plain sums, ``longer=0`` keeps an extended
+    the beam's score, ``normalise=False`` ranks by plain sums, ``multiply=True`` by
+    sum * length ** alpha, ``longer=0`` keeps an extended
     candidate's old length, ``finished_longer=1`` lengthens finished beams,
     ``finished_normalised=False`` ranks finished beams by their plain sums, ``finished="expand"``
-    extends finished beams like the others, ``"free"`` by every token at no cost, ``"drop"``
-    removes them.
+    extends finished beams like the others, ``"free"`` by every token at no cost, ``"pay"``
+    carries them by <pad> at the cost of its log-probability, ``"drop"`` removes them.
     """
     K, V = case.log_probs.shape
     lp, done = case.log_probs.double(), case.finished[:, None]  # (K, V), (K, 1)
     carry = torch.full((V,), -math.inf, dtype=torch.float64)
     carry[PAD] = 0.0  # a finished beam: one candidate, <pad>, at no cost
+    paid = torch.where(carry == 0.0, lp, carry)  # (K, V): <pad> at its log-probability
     step = {"carry": torch.where(done, carry, lp), "expand": lp, "free": torch.where(done, 0.0, lp),
-            "drop": torch.where(done, -math.inf, lp)}[finished]  # (K, V)
+            "pay": torch.where(done, paid, lp), "drop": torch.where(done, -math.inf, lp)}[finished]
     sums = (case.scores.double()[:, None] if running else 0.0) + step  # (K, V)
     length = case.lengths.double()[:, None] + torch.where(done, finished_longer, longer)  # (K, 1)
-    ranks = sums / length**case.alpha if normalise else sums
+    ranks = (sums * length**case.alpha if multiply else sums / length**case.alpha) if normalise else sums
     if not finished_normalised:
         ranks = torch.where(done, sums, ranks)
     return sums, ranks
@@ -227,6 +250,9 @@ _RANKING_MISTAKES = (
     (dict(normalise=False), "you ranked the candidates by their plain sums: rank them by sum / length ** "
                             "alpha (a finished beam with its own length, an extended one with length + 1), "
                             "or short hypotheses win just for being short."),
+    (dict(multiply=True), "you multiplied the sums by length ** alpha: divide, sum / length ** alpha (a "
+                          "finished beam with its own length, an extended one with length + 1). Sums are "
+                          "negative, so multiplying punishes long hypotheses even more."),
     (dict(longer=0), "you normalised an extended candidate with its beam's old length; it is one token "
                      "longer: rank it by (score + log p) / (length + 1) ** alpha."),
     (dict(finished_longer=1), "you lengthened the finished beams too: a finished hypothesis gets no new "
@@ -234,6 +260,9 @@ _RANKING_MISTAKES = (
     (dict(finished_normalised=False), "you normalised the extended candidates only: rank a finished "
                                       "hypothesis by its sum / length ** alpha too, or it loses to longer "
                                       "ones it beats."),
+    (dict(finished="pay"), "you charged a finished beam the log-probability of its <pad>: a finished "
+                           "hypothesis is carried forward at no cost, its score unchanged (0 at <pad>, "
+                           "not log_probs[k, PAD])."),
     (dict(finished="drop"), "you dropped the finished beams: a finished hypothesis stays in the "
                             "running, carried by <pad> with its score unchanged, until better "
                             "candidates push it out."),
@@ -249,20 +278,56 @@ class _Unclear(CheckFailed):
     """A failure whose cause this case cannot pin down: the check first tries its other cases."""
 
 
-def _diagnose_pairs(task: str, where: str, case: _BeamCase, beam: list[int], token: list[int]) -> None:
-    """Return when the (beam, token) pairs are the K best candidates; else name the mistake."""
+def _carried(case: _BeamCase, beam: list[int], token: list[int]) -> list[int]:
+    """The tokens, with a finished beam kept once and carried by <eos> written as <pad>, as the reference."""
+    K = len(case.finished)
+    return [PAD if 0 <= b < K and case.finished[b] and t in _CARRY_TOKENS and beam.count(b) == 1 else t
+            for b, t in zip(beam, token, strict=True)]
+
+
+def _diagnose_split(task: str, where: str, case: _BeamCase, beam: list[int], token: list[int]) -> None:
+    """Name a wrong split of the flat index, if the learner's ids are the K best split that way."""
+    K, V = case.log_probs.shape
+    ranks = _candidates(case)[1]  # (K, V)
+
+    def best(flat: list[int]) -> bool:
+        right_beam = [i // V for i in flat]
+        return _is_best(right_beam, _carried(case, right_beam, [i % V for i in flat]), ranks)
+
+    pairs = list(zip(beam, token, strict=True))
+    if _is_best(token, _carried(case, token, beam), ranks):
+        raise CheckFailed(f"{task}: {where} beam and token are swapped: in the flat index i over the (K, V) "
+                          "candidates, the beam is i // V and the token i % V.")
+    by_v = (f"flattening (K, V) puts the V = {V} tokens of a beam side by side, so divide the flat index "
+            "by V, the vocabulary size: beam = i // V and token = i % V.")
+    if all(0 <= t < K for t in token) and best([b * K + t for b, t in pairs]):
+        raise CheckFailed(f"{task}: {where} you split the flat index i with K (beam = i // K, "
+                          f"token = i % K): {by_v}")
+    if all(0 <= b < K for b in beam) and best([t * K + b for b, t in pairs]):
+        raise CheckFailed(f"{task}: {where} you split the flat index i with K (beam = i % K, "
+                          f"token = i // K): {by_v}")
+
+
+def _one_per_beam(case: _BeamCase, beam: list[int], token: list[int]) -> bool:
+    """True when the pairs are each beam once, with its own best candidate."""
+    K = len(beam)
+    ranks = _candidates(case)[1]  # (K, V)
+    if sorted(beam) != list(range(K)) or not all(0 <= t < ranks.shape[1] for t in token):
+        return False
+    return all(bool(ranks[b, t] >= ranks[b].max() - 1e-5) for b, t in zip(beam, token, strict=True))
+
+
+def _diagnose_pairs(task: str, where: str, case: _BeamCase, beam: list[int], token: list[int],
+                    raw_token: list[int]) -> None:
+    """Return when the (beam, token) pairs are the K best candidates; else name the mistake.
+
+    ``token`` holds the learner's tokens with <eos> carries written as <pad>, ``raw_token`` them as given.
+    """
     K, V = case.log_probs.shape
     ranks = _candidates(case)[1]  # (K, V)
     if _is_best(beam, token, ranks):
         return
-    if _is_best(token, beam, ranks):
-        raise CheckFailed(f"{task}: {where} beam and token are swapped: in the flat index i over the (K, V) "
-                          "candidates, the beam is i // V and the token i % V.")
-    flat = [b * K + t for b, t in zip(beam, token, strict=True)]
-    if _is_best([i // V for i in flat], [i % V for i in flat], ranks):
-        raise CheckFailed(f"{task}: {where} you split the flat index with K (i // K and i % K): flattening "
-                          f"(K, V) puts the V = {V} tokens of a beam side by side, so beam = i // V and "
-                          "token = i % V.")
+    _diagnose_split(task, where, case, beam, raw_token)
     free = _is_best(beam, token, _candidates(case, finished="free")[1])  # every token at no cost
     for k in case.finished.nonzero().flatten().tolist():
         mine = [t for b, t in zip(beam, token, strict=True) if b == k]
@@ -275,8 +340,16 @@ def _diagnose_pairs(task: str, where: str, case: _BeamCase, beam: list[int], tok
             raise CheckFailed(f"{task}: {where} finished beam {k} was kept {len(mine)} times (tokens "
                               f"{mine}): a finished hypothesis is ONE candidate, carried forward by <pad>; "
                               "give its other tokens -inf, not 0.")
-    fits = list(dict.fromkeys(why for mistake, why in _RANKING_MISTAKES
-                              if _is_best(beam, token, _candidates(case, **mistake)[1])))
+    fitting = [(wrong, why) for wrong, why in ((_candidates(case, **mistake)[1], why)
+                                               for mistake, why in _RANKING_MISTAKES)
+               if _is_best(beam, token, wrong)]  # (the mistake's ranking scores, its message)
+    if _one_per_beam(case, beam, token):
+        fitting.append((ranks, f"you kept one candidate per beam, its best token: keep the best {K} of all "
+                               "the K x V candidates at once (flatten the (K, V) scores, then topk), so that "
+                               "a strong beam may be kept several times and a weak one not at all."))
+    fits = list(dict.fromkeys(why for _, why in fitting))
+    if len(fits) > 1:  # the learner's own order, best first, may tell them apart
+        fits = list(dict.fromkeys(why for wrong, why in fitting if _best_first(wrong, beam, token))) or fits
     if len(fits) == 1:
         raise CheckFailed(f"{task}: {where} {fits[0]}")
     if fits:  # the mistakes choose the same candidates here: another case may tell them apart
@@ -318,14 +391,26 @@ def _diagnose_scores(task: str, where: str, case: _BeamCase, new_scores: object,
     compare(task, new_scores, want.to(case.scores.dtype), what=f"the new scores {where}")
 
 
+def _best_first(ranks: torch.Tensor, beam: list[int] | torch.Tensor, token: list[int] | torch.Tensor) -> bool:
+    """True when the pairs come sorted by these ranking scores, best first (ties: any order)."""
+    r = _pair_values(ranks, beam, token) if isinstance(beam, list) else ranks[beam, token]
+    return bool((r[:-1] >= r[1:] - 1e-5).all())
+
+
 def _diagnose_order(task: str, where: str, case: _BeamCase, b: torch.Tensor, t: torch.Tensor) -> None:
     r = _candidates(case)[1][b, t]
-    if bool((r[:-1] >= r[1:] - 1e-5).all()):
+    if _best_first(_candidates(case)[1], b, t):
         return
-    for mistake, why in _RANKING_MISTAKES:
-        other = _candidates(case, **mistake)[1][b, t]
-        if bool((other[:-1] >= other[1:] - 1e-5).all()):
-            raise CheckFailed(f"{task}: {where} the right candidates, but in the wrong order: {why}")
+    if _best_first(_candidates(case, normalise=False)[1], b, t):
+        raise CheckFailed(f"{task}: {where} the right candidates, but in the order of their plain sums: sort "
+                          "them by the ranking score, sum / length ** alpha, best first.")
+    fits = list(dict.fromkeys(why for mistake, why in _RANKING_MISTAKES
+                              if _best_first(_candidates(case, **mistake)[1], b, t)))
+    if len(fits) == 1:
+        raise CheckFailed(f"{task}: {where} the right candidates, but in the wrong order: {fits[0]}")
+    if fits:  # another case may tell them apart
+        raise _Unclear(f"{task}: {where} the right candidates, but in the wrong order, as if ranked by one "
+                       "of these mistakes: " + " Or: ".join(fits))
     raise CheckFailed(f"{task}: {where} the right candidates, but not sorted best first: their ranking "
                       f"scores in your order are {[round(v, 3) for v in r.tolist()]}.")
 
@@ -362,10 +447,9 @@ def _check_one_step(task: str, fn: Callable, case: _BeamCase) -> None:
     new_scores, beam, token, new_cache = unpack(task, got, ("new_scores", "beam", "token", "new_state"))
     beam_ids, token_ids = _ids(task, where, beam, "beam", K), _ids(task, where, token, "token", K)
     # a finished beam may be carried by <eos> as well as by <pad>: the reference's candidate is <pad>
-    token_ids = [PAD if 0 <= b < K and case.finished[b] and t in _CARRY_TOKENS and beam_ids.count(b) == 1
-                 else t for b, t in zip(beam_ids, token_ids, strict=True)]
-    _diagnose_pairs(task, where, case, beam_ids, token_ids)
-    b, t = torch.tensor(beam_ids), torch.tensor(token_ids)
+    carried = _carried(case, beam_ids, token_ids)
+    _diagnose_pairs(task, where, case, beam_ids, carried, token_ids)
+    b, t = torch.tensor(beam_ids), torch.tensor(carried)
     _diagnose_scores(task, where, case, new_scores, b, t)
     _diagnose_order(task, where, case, b, t)
     _diagnose_state(task, where, case, new_cache, b, token.long())
