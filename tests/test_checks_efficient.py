@@ -34,6 +34,45 @@ def _step(m, l, acc, scores, v, *, rescale_l=True, rescale_acc=True, subtract=Tr
     return m_new, l_new, acc_new
 
 
+def _old_max_for_p(m, l, acc, scores, v):
+    """p measured against the old maximum: exp(scores - (-inf)) = inf in the first block."""
+    m_new = torch.maximum(m, scores.amax(-1))
+    p = torch.exp(scores - m[..., None])
+    alpha = torch.exp(m - m_new)
+    return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v
+
+
+def _block_max_for_p(m, l, acc, scores, v):
+    """p against the block's own maximum, l and acc rescaled to the running one."""
+    m_new = torch.maximum(m, scores.amax(-1))
+    p = torch.exp(scores - scores.amax(-1, keepdim=True))
+    alpha = torch.exp(m - m_new)
+    return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v
+
+
+def _alpha_inverted(m, l, acc, scores, v, *, guard=True):
+    """alpha = exp(m_new - m); with the guard its inf in the first block becomes 0."""
+    m_new = torch.maximum(m, scores.amax(-1))
+    p = torch.exp(scores - m_new[..., None])
+    alpha = torch.exp(m_new - m)
+    if guard:
+        alpha = torch.nan_to_num(alpha, posinf=0.0)
+    return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v
+
+
+def _block_max_then_rescale(m, l, acc, scores, v):
+    """Right in exact arithmetic, but exp(-inf - (-inf)) = NaN for a fully masked row."""
+    block_max = scores.amax(-1)
+    m_new = torch.maximum(m, block_max)
+    p = torch.exp(scores - block_max[..., None]) * torch.exp(block_max - m_new)[..., None]
+    alpha = torch.exp(m - m_new)
+    return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v
+
+
+def _float64_never_cast_back(m, l, acc, scores, v):
+    return _step(*(x.double() for x in (m, l, acc, scores, v)))
+
+
 def _step_in_place(m, l, acc, scores, v):
     m_new = torch.maximum(m, scores.amax(-1))
     p = torch.exp(scores - m_new[..., None])
@@ -55,6 +94,15 @@ STEP_MISTAKES = {
     "acc transposed": (lambda *a: (*_step(*a)[:2], _step(*a)[2].transpose(-1, -2)), "wrong shape"),
     "rescales l in place": (_step_in_place, "changed its input `l` in place"),
     "returns float32": (lambda *a: tuple(x.float() for x in _step(*a)), "is float32, expected float64"),
+    "float64 inside, never cast back": (_float64_never_cast_back,
+                                        r"in float32, .*is float64, expected float32"),
+    "p against the old maximum": (_old_max_for_p,
+                                  r"first block.*against the old maximum, p = exp\(scores - m\)"),
+    "p against the block's maximum": (_block_max_for_p, "against the block's own maximum"),
+    "alpha inverted": (lambda *a: _alpha_inverted(*a, guard=False), "rescaling factor is inverted"),
+    "alpha inverted, inf guarded": (_alpha_inverted, r"later block.*rescaling factor is inverted"),
+    "block max, then rescaled": (_block_max_then_rescale,
+                                 r"masked scores.*NaN or infinity: a masked key .* not the block's maximum"),
 }
 
 
@@ -74,8 +122,29 @@ def _step_float32_inside(m, l, acc, scores, v):  # computed in float32, cast bac
     return m_new, (alpha * l + p.sum(-1)).to(l.dtype), (alpha[..., None] * acc + p @ v).to(acc.dtype)
 
 
+def _step_float64_cast_back(m, l, acc, scores, v):
+    """float64 inside, einsum, every result cast back to the inputs' dtype."""
+    m64, l64, a64, s64, v64 = (x.double() for x in (m, l, acc, scores, v))
+    m_new = torch.maximum(m64, s64.amax(-1))
+    p = torch.exp(s64 - m_new[..., None])
+    alpha = torch.exp(m64 - m_new)
+    acc_new = alpha[..., None] * a64 + torch.einsum("...tk,...kd->...td", p, v64)
+    return tuple(x.to(scores.dtype) for x in (m_new, alpha * l64 + p.sum(-1), acc_new))
+
+
+def _step_masked_by_hand(m, l, acc, scores, v):
+    """exp only where the score is finite, zeros elsewhere."""
+    m_new = torch.maximum(m, scores.amax(-1))
+    finite = torch.isfinite(scores)
+    p = torch.where(finite, torch.exp(scores.masked_fill(~finite, 0.0) - m_new[..., None]), 0.0)
+    alpha = torch.exp(m - m_new)
+    return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v
+
+
 STEP_RIGHT = {
     "the package": online_softmax_step,
+    "float64 inside, cast back": _step_float64_cast_back,
+    "exp only of the finite scores": _step_masked_by_hand,
     "plain": _step,
     "torch.where guard, einsum, a list": _step_where,
     "stack of maxima": _step_float32_inside,
@@ -109,16 +178,16 @@ def test_step_check_catches_overflow_when_only_large_logits_break_it():
 
 # ----------------------------------------------------------------------------- task 2: the loop
 
-def _start(q, v):
-    m = torch.full(q.shape[:-1], -math.inf, dtype=q.dtype)
+def _start(q, v, m0=-math.inf):
+    m = torch.full(q.shape[:-1], m0, dtype=q.dtype)
     return m, torch.zeros(q.shape[:-1], dtype=q.dtype), torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
 
 
 def _loop(q, k, v, block_size, causal=False, *, scale=True, mask_ge=False, ahead=False, divide="end",
-          partial=True, use_mask=True):
+          partial=True, use_mask=True, m0=-math.inf):
     """A learner's tiled loop: the defaults give the right answer, each option one mistake."""
     T, S = q.shape[-2], k.shape[-2]
-    m, l, acc = _start(q, v)
+    m, l, acc = _start(q, v, m0)
     qs = q / math.sqrt(q.shape[-1]) if scale else q
     for s in range(0, S if partial else S - S % block_size, block_size):
         scores = qs @ k[..., s:s + block_size, :].transpose(-2, -1)
@@ -214,6 +283,25 @@ def _state_in_float64(q, k, v, block_size, causal=False):
     return out
 
 
+def _plain_exp_sums(q, k, v, block_size, causal=False):
+    """Tiled, but no running maximum: exp of the raw scores summed block by block, divided at the end."""
+    T = q.shape[-2]
+    l, acc = q.new_zeros(q.shape[:-1]), q.new_zeros(*q.shape[:-1], v.shape[-1])
+    for s in range(0, k.shape[-2], block_size):
+        scores = q @ k[..., s:s + block_size, :].transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if causal:
+            scores = scores.masked_fill(torch.arange(s, s + scores.shape[-1]) > torch.arange(T)[:, None],
+                                        -math.inf)
+        p = scores.exp()
+        l, acc = l + p.sum(-1), acc + p @ v[..., s:s + block_size, :]
+    return acc / l[..., None]
+
+
+def _fixed_block_width(q, k, v, block_size, causal=False):
+    """block_size ignored: blocks of 64 keys, as the package's default."""
+    return _loop(q, k, v, 64, causal)
+
+
 LOOP_MISTAKES = {
     "no final division": (lambda *a: _loop(*a, divide="never"), "never divided by the running sum"),
     "divides at every block": (lambda *a: _loop(*a, divide="every"), "divided by l after every block"),
@@ -222,7 +310,8 @@ LOOP_MISTAKES = {
     "causal mask hides the diagonal": (lambda *a: _loop(*a, mask_ge=True),
                                        "off by one: it hides the diagonal"),
     "causal mask one key ahead": (lambda *a: _loop(*a, ahead=True),
-                                  r"off by one: query t also sees key t \+ 1"),
+                                  r"off by one: query t also sees key t \+ 1\. Block the keys whose "
+                                  r"position j = s \+ column .* is j > t\."),
     "last partial block dropped": (lambda *a: _loop(*a, partial=False), "last, partial block"),
     "mask counted within the block": (_block_relative_mask, "from the start of each block"),
     "crashes": (lambda q, k, v, b, c=False: q @ k, "your function raised RuntimeError"),
@@ -244,7 +333,15 @@ LOOP_MISTAKES = {
     "every block in one einsum": (_every_block_at_once,
                                   r"computed 192 scores per batch row at once \(a tensor of shape "
                                   r"\(2, 8, 4, 6\)\), more than T \* block_size"),
-    "blocks one key too wide": (_blocks_one_too_wide, r"computed 56 scores per batch row at once"),
+    "blocks one key too wide": (_blocks_one_too_wide,
+                                r"a block of 7 keys .* block_size = 6: one key too many"),
+    "no running maximum": (_plain_exp_sums, r"scores near 800 and -800: the output has NaN or infinity .* "
+                                            r"near \+800: exp of a raw score overflows.*running maximum"),
+    "running maximum starts at 0": (lambda *a: _loop(*a, m0=0.0),
+                                    r"near -800: the running maximum must start at -inf"),
+    "block_size ignored (fixed 64)": (_fixed_block_width,
+                                      r"ignores block_size: here it scored all S = 22 keys at once .* "
+                                      r"it scores blocks of 64 keys"),
     "scales q in place": (_scales_q_in_place, "changed its input `q` in place"),
     "float64 state for float32 inputs": (_state_in_float64, "is float64, expected float32"),
 }

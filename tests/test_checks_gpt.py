@@ -104,6 +104,8 @@ SAMPLER_MISTAKES = {
     "calls the course's filter": (lambda x, t, k: torch.softmax(gpt.top_k_filter(x, k or x.shape[-1]), -1),
                                   r"called `transformer_course\.gpt\.top_k_filter`"),
     "returns float64": (lambda x, t, k: _sampler(x.double(), t, k), "is float64, expected float32"),
+    "always returns float32": (lambda x, t, k: _sampler(x, t, k).float(),
+                               r"logits \(3, 8\) of dtype float64.*is float32, expected float64"),
     "returns a list": (lambda x, t, k: _sampler(x, t, k).tolist(), "should be a torch.Tensor, got list"),
 }
 
@@ -159,7 +161,17 @@ def _filter_then_scale(x, t, k):
     return torch.softmax(_filtered(x, k) / t, -1)
 
 
+def _where_in_the_logits_dtype(x, t, k):
+    """torch.where with a -inf of the logits' own dtype; the softmax by hand."""
+    z = x / t
+    if k is not None:
+        z = torch.where(z < z.topk(k, -1).values[..., -1:], torch.tensor(-math.inf, dtype=x.dtype), z)
+    e = torch.exp(z - z.amax(-1, keepdim=True))
+    return e / e.sum(-1, keepdim=True)
+
+
 SAMPLER_RIGHT = {
+    "torch.where with a -inf of the logits' dtype, softmax by hand": _where_in_the_logits_dtype,
     "topk and masked_fill": lambda x, t, k: _sampler(x, t, k),
     "filter, then divide by the temperature": _filter_then_scale,
     "sort and torch.where": _sorted_rows,

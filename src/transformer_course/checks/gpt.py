@@ -37,9 +37,12 @@ def _like(got: object, want: torch.Tensor, atol: float = 1e-5) -> bool:
 _SAMPLERS = ("transformer_course.gpt:top_k_filter", "transformer_course.gpt:sampling_probs",
              "transformer_course.gpt:sample_next")
 
-# (logits shape, temperature, top_k)
-_SAMPLING_CASES = [((4, 9), 0.5, None), ((4, 9), 2.0, 3), ((2, 3, 6), 0.7, 2), ((5, 8), 1.5, 1),
-                   ((3, 7), 0.8, 7), ((5, 10), 1.0, 4)]
+# (logits shape, temperature, top_k, dtype): float64 logits once, so that the result must keep
+# the dtype of `logits` rather than be float32 whatever comes in
+_SAMPLING_CASES = [((4, 9), 0.5, None, torch.float32), ((4, 9), 2.0, 3, torch.float32),
+                   ((2, 3, 6), 0.7, 2, torch.float32), ((5, 8), 1.5, 1, torch.float32),
+                   ((3, 7), 0.8, 7, torch.float32), ((5, 10), 1.0, 4, torch.float32),
+                   ((3, 8), 1.2, 3, torch.float64)]
 
 
 def _top(x: torch.Tensor, k: int, dim: int = -1, largest: bool = True) -> torch.Tensor:
@@ -133,9 +136,10 @@ def check_sampling_probs(fn: Callable[..., torch.Tensor]) -> bool:
 
     def body() -> str:
         g = torch.Generator().manual_seed(1011)
-        for shape, t, k in _SAMPLING_CASES:
-            logits = _sampling_logits(shape, g)
-            where = f"for logits {fmt_shape(shape)}, temperature={t}, top_k={k}"
+        for shape, t, k, dtype in _SAMPLING_CASES:
+            logits = _sampling_logits(shape, g).to(dtype)
+            kind = "" if dtype == torch.float32 else f" of dtype {str(dtype).removeprefix('torch.')}"
+            where = f"for logits {fmt_shape(shape)}{kind}, temperature={t}, top_k={k}"
             try:
                 got = call(task, fn, logits, t, k, forbid=_SAMPLERS)
             except CheckFailed as err:
@@ -147,7 +151,7 @@ def check_sampling_probs(fn: Callable[..., torch.Tensor]) -> bool:
             x = logits.double()
             keep = torch.ones_like(x, dtype=torch.bool) if k is None else _top(x, k)
             ref = torch.softmax((x / t).masked_fill(~keep, -math.inf), -1)
-            if not isinstance(got, torch.Tensor) or got.shape != ref.shape:
+            if not isinstance(got, torch.Tensor) or got.shape != ref.shape or got.dtype != logits.dtype:
                 compare(task, got, ref, what=f"the result, {where},", dtype=logits.dtype)
             for wrong, message in _sampler_mistakes(x, t, k):
                 if _like(got, wrong) and not _like(ref, wrong):
@@ -155,8 +159,8 @@ def check_sampling_probs(fn: Callable[..., torch.Tensor]) -> bool:
             if k is not None:
                 _diagnose_kept(task, where, got, x, k)
             check_distribution(task, got, ref.to(logits.dtype))
-        return (f"{len(_SAMPLING_CASES)} batches of logits (rows far apart), temperatures 0.5 to 2, "
-                "top_k None and 1 to V")
+        return (f"{len(_SAMPLING_CASES)} batches of logits (rows far apart, float32 and float64), "
+                "temperatures 0.5 to 2, top_k None and 1 to V")
 
     return run_check(task, body)
 
