@@ -17,6 +17,9 @@ from transformer_course.checks._core import SHORTCUTS, as_float, blocked, call, 
     (lambda x: x.softmax(-1), "torch.Tensor.softmax"),
     (lambda x: nn.Softmax(-1)(x), "torch.nn.functional.softmax"),
     (lambda x: F.log_softmax(x, -1).exp(), "torch.nn.functional.log_softmax"),
+    (lambda x: torch.special.log_softmax(x, -1).exp(), "torch.special.log_softmax"),
+    (lambda x: torch.special.softmax(x, -1), "torch.special.softmax"),
+    (lambda x: x.log_softmax(-1).exp(), "torch.Tensor.log_softmax"),
 ])
 def test_a_blocked_softmax_is_named_in_the_message(shortcut, name):
     with pytest.raises(CheckFailed, match=f"called `{name}`.*by hand"):

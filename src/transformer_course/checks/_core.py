@@ -76,7 +76,8 @@ def run_check(task: str, body: Callable[[], str]) -> CheckResult:
 # raises CheckFailed instead. Paths are "module:attribute" (the attribute may be dotted).
 SHORTCUTS: dict[str, tuple[str, ...]] = {
     "softmax": ("torch:softmax", "torch.nn.functional:softmax", "torch:Tensor.softmax",
-                "torch.special:softmax", "torch.nn.functional:log_softmax", "torch:log_softmax",
+                "torch.special:softmax", "torch.special:log_softmax", "torch.nn.functional:log_softmax",
+                "torch:log_softmax", "torch.nn.functional:softmin",
                 "torch:Tensor.log_softmax", "torch._VF:softmax"),
     "attention": ("torch.nn.functional:scaled_dot_product_attention",
                   "torch.nn.functional:multi_head_attention_forward"),
