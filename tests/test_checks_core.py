@@ -116,6 +116,11 @@ def test_compare_names_a_wrong_dtype(got, message):
         compare("task", got, torch.ones(2, 2))
 
 
+def test_a_lowered_precision_gets_its_own_hint():
+    with pytest.raises(CheckFailed, match=r"is float32, expected float64.*a \.float\(\) or a buffer"):
+        compare("task", torch.ones(2), torch.ones(2, dtype=torch.float64))
+
+
 def test_compare_accepts_any_integer_width_but_not_floats_for_a_bool_mask():
     compare("task", torch.arange(3, dtype=torch.int32), torch.arange(3))
     with pytest.raises(CheckFailed, match="expected bool .*a comparison"):

@@ -329,7 +329,10 @@ def compare(
         name = str(want).removeprefix("torch.")
         hint = {"bool": " (a boolean tensor: a comparison such as `a <= b` gives one)",
                 "int": " (integer ids or counts: an index, not a float)"}.get(_kind(want), "")
-        if _kind(want) == "float":
+        if _kind(want) == "float" and _kind(got.dtype) == "float" and got.dtype.itemsize < want.itemsize:
+            hint = (f": the inputs are {name}, keep their dtype (a .float() or a buffer made with "
+                    "torch.zeros(...) without dtype= lowers it; .to(x.dtype) or dtype=x.dtype keeps it)")
+        elif _kind(want) == "float":
             hint = (f": the inputs are {name}, keep their dtype (a float64 constant or "
                     "torch.tensor(..., dtype=torch.float64) promotes the result; .to(x.dtype) puts it back)")
         got_name = str(got.dtype).removeprefix("torch.")
