@@ -97,6 +97,11 @@ def test_may_modify_allows_the_named_argument_and_a_pure_function_passes():
     assert torch.equal(call("task", lambda a, b: a + b, torch.ones(2), torch.ones(2)), torch.full((2,), 2.0))
 
 
+def test_a_module_argument_is_named_by_its_class_in_an_error():
+    with pytest.raises(CheckFailed, match=r"called with \(2, 3\), a Linear module\)$"):
+        call("task", lambda x, layer: layer(x.T), torch.randn(2, 3), nn.Linear(3, 3))
+
+
 def test_errors_of_the_learner_become_checkfailed_but_not_done_passes_through():
     with pytest.raises(CheckFailed, match=r"raised RuntimeError.*called with \(2, 3\)"):
         call("task", lambda x: x @ torch.ones(4, 4), torch.randn(2, 3))

@@ -256,7 +256,9 @@ def _name_of(name: str, names: dict[str, object]) -> str:
 
 
 def _short_repr(value: object) -> str:
-    text = repr(value)
+    if isinstance(value, torch.nn.Module):
+        return f"a {type(value).__name__} module"
+    text = " ".join(repr(value).split())  # one line
     return text if len(text) <= 40 else text[:37] + "..."
 
 
