@@ -80,8 +80,37 @@ def _sdpa_loop(q, k, v, mask=None):
     return torch.stack(outs).reshape(*batch, T, -1), torch.stack(ws).reshape(*batch, T, S)
 
 
+def _sdpa_weights_returned_detached(q, k, v, mask=None):
+    """The output from the live weights, the weights handed back detached: the check differentiates the
+    output only (the weights are returned for inspection), so this is right."""
+    out, w = _sdpa(q, k, v, mask)
+    return out, w.detach()
+
+
+def _sdpa_nan_zeroed_on_a_copy(q, k, v, mask=None):
+    """NaN rows zeroed by an in-place assignment, on a copy of the softmax's output (which autograd keeps)."""
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(scores, -1).clone()
+    w[w.isnan()] = 0.0
+    return w @ v, w
+
+
+def _sdpa_finite_bias(q, k, v, mask=None):
+    """An additive bias of finfo.min (finite: no NaN anywhere), the blocked weights zeroed after."""
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, torch.finfo(q.dtype).min)
+    w = torch.softmax(scores, -1)
+    return (w.masked_fill(~mask, 0.0) @ v, w.masked_fill(~mask, 0.0)) if mask is not None else (w @ v, w)
+
+
 SDPA_RIGHT = {
     "the package's": scaled_dot_product_attention,
+    "weights returned detached, output from the live ones": _sdpa_weights_returned_detached,
+    "NaN zeroed in place on a copy": _sdpa_nan_zeroed_on_a_copy,
+    "an additive finite bias, then zero": _sdpa_finite_bias,
     "matmul, -inf, zero the empty rows": _sdpa,
     "a finite fill of -1e9, then zero": lambda q, k, v, m=None: _sdpa(q, k, v, m, neg=-1e9),
     "einsum, torch.where, a list": _sdpa_einsum,
@@ -131,7 +160,73 @@ def _sdpa_key_bias(q, k, v, mask=None):
     return w @ v, w
 
 
+def _sdpa_detached(q, k, v, mask=None):
+    """Right values, but the weights cut from autograd: q and k get no gradient (round 2 of the review)."""
+    _, w = _sdpa(q, k, v, mask)
+    w = w.detach()
+    return w @ v, w
+
+
+def _sdpa_output_before_fix(q, k, v, mask=None):
+    """The weights fixed (NaN -> 0), but the output taken from the NaN weights."""
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(scores, -1)
+    return w @ v, w.nan_to_num(0.0)
+
+
+def _sdpa_scaled_after(q, k, v, mask=None):
+    """The weights divided by sqrt(d_k) after the softmax, the scores left unscaled."""
+    _, w = _sdpa(q, k, v, mask, scale=1.0)
+    w = w / math.sqrt(q.shape[-1])
+    return w @ v, w
+
+
+def _sdpa_nan_zeroed_in_place(q, k, v, mask=None):
+    """The softmax's own output changed in place: right values, but the backward pass fails."""
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(mask == 0, float("-inf"))
+    w = torch.softmax(scores, -1)
+    w[w != w] = 0.0
+    return w @ v, w
+
+
+def _sdpa_inf_bias(q, k, v, mask=None):
+    """An additive -inf bias, NaN replaced after the softmax: right values, but the fully blocked query's
+    NaN flows back through the bias's addition into q and k (masked_fill would stop it)."""
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, float("-inf"))
+    w = torch.softmax(scores, -1)
+    w = torch.where(w.isnan(), torch.zeros_like(w), w)
+    return w @ v, w
+
+
+def _sdpa_output_via_numpy(q, k, v, mask=None):
+    out, w = _sdpa(q, k, v, mask)
+    return torch.from_numpy(out.detach().numpy()), w
+
+
 SDPA_WRONG = {
+    "weights detached": (_sdpa_detached, r"your output is right, but no gradient reaches q and k: the "
+                                         r"weights are cut from autograd"),
+    "output from the NaN weights": (_sdpa_output_before_fix,
+                                    r"weights .* are right \(zeros\), but your output holds NaN.*Compute the "
+                                    r"output from the fixed weights \(weights @ v after the masked_fill\)"),
+    "weights divided after the softmax": (_sdpa_scaled_after,
+                                          r"sum to 0.3536 = 1/sqrt\(d_k\), not 1.*you divided the weights "
+                                          r"after the softmax; divide the scores before it"),
+    "weights doubled after the softmax": (lambda q, k, v, m=None: tuple(2 * t for t in _sdpa(q, k, v, m)),
+                                          "sum to 2, not 1.*multiplied the weights after the softmax"),
+    "NaN zeroed in place on the softmax's output": (
+        _sdpa_nan_zeroed_in_place,
+        r"backpropagating through it fails \(one of the variables needed for gradient computation has been "
+        r"modified"),
+    "an additive -inf bias": (_sdpa_inf_bias,
+                              r"gradient with respect to q and k holds NaN.*rather than adding a -inf bias"),
+    "output computed in numpy": (_sdpa_output_via_numpy, "your output is right, but no gradient reaches it"),
     "no scaling": (lambda q, k, v, m=None: _sdpa(q, k, v, m, scale=1.0), "not scaled"),
     "scaled by d_model": (lambda q, k, v, m=None: _sdpa(q, k, v, m,
                                                         scale=1 / math.sqrt(q.shape[1] * q.shape[-1])),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,8 +71,49 @@ def _ln_rows_in_a_loop(x, w, b, eps=1e-5):
     for row in rows:
         mu = row.sum() / len(row)
         var = ((row - mu) ** 2).sum() / len(row)
-        out.append((row - mu) / math.sqrt(var.item() + eps) * w + b)
+        out.append((row - mu) / torch.sqrt(var + eps) * w + b)
     return torch.stack(out).view(x.shape)
+
+
+def _ln_rows_into_empty(x, w, b, eps=1e-5):
+    """Each row written into torch.empty_like (in place, but on a new tensor: autograd follows it)."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = torch.empty_like(rows)
+    for r in range(rows.shape[0]):
+        c = rows[r] - rows[r].mean()
+        out[r] = c / torch.sqrt(torch.einsum("d,d->", c, c) / len(c) + eps) * w + b
+    return out.reshape(x.shape)
+
+
+def _ln_stats_item(x, w, b, eps=1e-5):
+    """Right values (first review: a loop and math.sqrt); the variance leaves autograd by .item()."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = []
+    for row in rows:
+        c = row - row.mean()
+        out.append(c / math.sqrt((c * c).mean().item() + eps) * w + b)
+    return torch.stack(out).view(x.shape)
+
+
+def _ln_stats_no_grad(x, w, b, eps=1e-5):
+    """Right values (second review), but "the statistics are constants": no gradient through them."""
+    with torch.no_grad():
+        mean = x.mean(-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * w + b
+
+
+def _ln_mean_detached(x, w, b, eps=1e-5):
+    centred = x - x.mean(-1, keepdim=True).detach()
+    var = x.var(-1, keepdim=True, unbiased=False)
+    return centred / torch.sqrt(var + eps) * w + b
+
+
+def _ln_std_squared(x, w, b, eps=1e-5):
+    """Right values, but sqrt(var) first: at variance 0 its derivative is infinite, the gradient NaN."""
+    centred = x - x.mean(-1, keepdim=True)
+    std = centred.pow(2).mean(-1, keepdim=True).sqrt()
+    return centred / torch.sqrt(std ** 2 + eps) * w + b
 
 
 LN_RIGHT = {
@@ -82,6 +124,7 @@ LN_RIGHT = {
     "E[x^2] - E[x]^2 in float64, cast back": _ln_moments_float64,
     "mean then squares, sums in Python loops": _ln_two_passes_by_hand,
     "rows in a loop, reshape and view": _ln_rows_in_a_loop,
+    "rows written into empty_like": _ln_rows_into_empty,
 }
 
 
@@ -129,6 +172,17 @@ LN_WRONG = {
                                        "cancellation"),
     "torch.layer_norm": (lambda x, w, b, eps=1e-5: torch.layer_norm(x, x.shape[-1:], w, b, eps),
                          r"called `torch.layer_norm`"),
+    "statistics under no_grad": (_ln_stats_no_grad, r"result is right, but its gradient with respect to x is "
+                                                    r"not: the mean and the variance reach autograd as a "
+                                                    r"constant \(computed under torch.no_grad\(\)"),
+    "variance through .item() and math.sqrt": (_ln_stats_item, "the variance reaches autograd as a constant"),
+    "mean detached": (_ln_mean_detached, "the mean reaches autograd as a constant"),
+    "the standard deviation squared back": (
+        _ln_std_squared, r"gradient with respect to x holds NaN or infinity on the row whose features"),
+    "result detached": (lambda x, w, b, eps=1e-5: _ln(x, w, b, eps).detach(),
+                        "your result is right, but no gradient reaches it"),
+    "weight detached": (lambda x, w, b, eps=1e-5: _ln(x, w.detach(), b, eps),
+                        "no gradient reaches weight"),
     "sub_ on the input": (_ln_in_place, "changed its input `x` in place"),
     "-= on the input": (_ln_minus_equals, "changed its input `x` in place"),
 }
@@ -179,9 +233,28 @@ def _pre_ln(x, attn, ff, n1, n2):
 
 
 def _pre_ln_plus_equals_on_new(x, attn, ff, n1, n2):
+    """Right values, but h += changes the tensor norm2 saved: the backward pass fails (a wrong answer)."""
     h = x + attn(n1(x))  # a new tensor: += on it leaves x alone
     h += ff(n2(h))
     return h
+
+
+def _pre_ln_clone_then_add(x, attn, ff, n1, n2):
+    h = x.clone()
+    h = h + attn(n1(h))
+    return h + ff(n2(h))
+
+
+def _pre_ln_skips_detached(x, attn, ff, n1, n2):
+    h = x.detach() + attn(n1(x))  # the skip path carries no gradient
+    return h.detach() + ff(n2(h))
+
+
+def _pre_ln_ff_no_grad(x, attn, ff, n1, n2):
+    h = x + attn(n1(x))
+    with torch.no_grad():
+        update = ff(n2(h))
+    return h + update
 
 
 def _pre_ln_loop(x, attn, ff, n1, n2):
@@ -196,10 +269,15 @@ def _pre_ln_one_sequence_at_a_time(x, attn, ff, n1, n2):
 
 PRE_LN_RIGHT = {
     "two lines": _pre_ln,
-    "+= on a new tensor": _pre_ln_plus_equals_on_new,
+    "a clone, then h = h + ...": _pre_ln_clone_then_add,
     "a loop over the sublayers, torch.add": _pre_ln_loop,
     "one sequence at a time": _pre_ln_one_sequence_at_a_time,
 }
+
+
+def _first_skip_detached(x, attn, ff, n1, n2):
+    h = x.detach() + attn(n1(x))
+    return h + ff(n2(h))
 
 
 def _post(x, attn, ff, n1, n2):
@@ -250,6 +328,14 @@ PRE_LN_WRONG = {
     "float64 result": (lambda x, attn, ff, n1, n2: _pre_ln(x, attn, ff, n1, n2).double(),
                        "is float64, expected float32"),
     "crashes": (lambda x, attn, ff, n1, n2: attn(x, x, x), "your function raised TypeError"),
+    "+= on a new tensor": (_pre_ln_plus_equals_on_new,
+                           r"your result is right, but backpropagating through it fails .*"
+                           r"`h = h \+ \.\.\.`, not `h \+= \.\.\.`"),
+    "both skip paths detached": (_pre_ln_skips_detached,
+                                 r"output is right, but its gradient with respect to x is not: both skip "
+                                 r"paths of the residual stream are cut"),
+    "first skip path detached": (_first_skip_detached, "the first skip path of the residual stream is cut"),
+    "feed-forward under no_grad": (_pre_ln_ff_no_grad, r"no gradient reaches ff\.[\w.]*weight"),
     "+= on the input": (_plus_equals_on_input, "changed its input `x` in place"),
     "add_ on the input": (_add_on_input, "changed its input `x` in place"),
     "x[:] = ...": (_assign_into_input, "changed its input `x` in place"),
@@ -323,8 +409,21 @@ def _curve_division(n, d, w):
     return lrs, int(torch.argmax(lrs).item()), float(lrs.max())
 
 
+# Open case from the second review, decided: peak_step may be any integer that is not a bool (a Python
+# int or a NumPy integer such as np.argmax's np.int64). The task asks for "the loop step", numpy values
+# are accepted elsewhere (peak_lr as np.float64), and nothing in the task needs a Python int; the text
+# says so. A float, a bool or a tensor is still refused, each with its own message.
+def _curve_numpy(n, d, w):
+    """numpy throughout; peak_step is np.argmax's np.int64 (accepted: any integer that is not a bool)."""
+    s = np.arange(1, n + 1, dtype=np.float64)
+    lrs = d ** -0.5 * np.minimum(s ** -0.5, s * w ** -1.5)
+    i = np.argmax(lrs)
+    return torch.from_numpy(lrs), i, float(lrs[i])
+
+
 WARMUP_RIGHT = {
     "vectorised, argmax": _curve,
+    "numpy, np.int64 peak step": _curve_numpy,
     "a loop, closed-form peak, a list": _curve_loop,
     "torch.where, rsqrt, max over range": _curve_where,
     "s / w ** 1.5, float(max)": _curve_division,
@@ -404,7 +503,10 @@ WARMUP_WRONG = {
                                           r"peak_lr is .*the rate at loop step 4. "
                                           r"\(d_model \* warmup_steps\)"),
     "peak_step as a tensor": (_replace(1, lambda n, d, w, got: torch.tensor(got[1])),
-                              r"peak_step should be a Python int, got a tensor: use .item\(\)"),
+                              r"peak_step should be an int, got a tensor: use .item\(\)"),
+    "peak_step as a float": (_replace(1, lambda n, d, w, got: float(got[1])),
+                             r"peak_step should be an int \(a loop step\), got float"),
+    "peak_step as a bool": (_replace(1, lambda n, d, w, got: True), "peak_step should be an int .*got bool"),
     "peak_lr as a tensor": (_replace(2, lambda n, d, w, got: torch.tensor(got[2])),
                             r"peak_lr should be a Python float, got Tensor \(a tensor: use .item\(\)\)"),
     "results in another order": (lambda n, d, w: (*_curve(n, d, w)[1:], _curve(n, d, w)[0]),

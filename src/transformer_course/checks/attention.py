@@ -135,7 +135,8 @@ def _diagnose_far_below(task: str, w: torch.Tensor) -> None:
 def _check_attention_case(
     task: str, fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     mask: torch.Tensor | None, far_below: bool = False,
-) -> None:
+) -> tuple:
+    """Check the values on one input; return what ``_check_attention_gradients`` needs for it."""
     args = (q.clone(), k.clone(), v.clone()) + (() if mask is None else (mask.clone(),))
     out, w = unpack(task, call(task, fn, *args, forbid=_NO_ATTENTION), ("output", "weights"))
     scores = q.double() @ k.double().transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, S)
@@ -163,6 +164,7 @@ def _check_attention_case(
             raise CheckFailed(f"{task}: the weights sum to 1 over the queries (axis -2): each "
                               "query's weights over the keys must sum to 1, so take the softmax "
                               "over the last axis (dim=-1).")
+        _diagnose_weights_scaled(task, rows, q)
         _diagnose_scale(task, w64, q, k)
     if w.dtype != q.dtype:
         compare(task, w, ref_w, what=what, dtype=q.dtype)  # reports the dtype
@@ -172,14 +174,100 @@ def _check_attention_case(
         compare(task, w, ref_w, what=what, dtype=q.dtype)
     compare(task, out, ref_w @ v.double(), what=f"the output (weights @ v) for q {fmt_shape(q.shape)}",
             dtype=q.dtype)
+    return (q, k, v), mask, what.replace("the tensor of weights ", "")
+
+
+def _diagnose_weights_scaled(task: str, rows: torch.Tensor, q: torch.Tensor) -> None:
+    """Every query's weights sum to the same c != 1: the weights were scaled after the softmax."""
+    c = rows.flatten()[0].item()
+    if math.isclose(c, 1.0, rel_tol=1e-4) or not torch.allclose(rows, torch.full_like(rows, c), rtol=1e-4):
+        return
+    d = q.shape[-1]
+    if math.isclose(c, 1 / math.sqrt(d), rel_tol=1e-3):
+        raise CheckFailed(f"{task}: each query's weights sum to {c:.4g} = 1/sqrt(d_k), not 1, for q "
+                          f"{fmt_shape(q.shape)}: you divided the weights after the softmax; divide the "
+                          "scores before it: softmax(q @ k^T / sqrt(d_k)).")
+    raise CheckFailed(f"{task}: each query's weights sum to {c:.4g}, not 1, for q {fmt_shape(q.shape)}: "
+                      "you multiplied the weights after the softmax; scale the scores before it: "
+                      "softmax(q @ k^T / sqrt(d_k)).")
+
+
+def _check_attention_gradients(task: str, fn: Callable, qkv: tuple[torch.Tensor, ...],
+                               mask: torch.Tensor | None, where: str) -> None:
+    """The output's gradients with respect to q, k and v equal the reference's (attention is trained)."""
+    g = torch.Generator().manual_seed(4041)
+    leaves = {name: t.clone().requires_grad_() for name, t in zip("qkv", qkv, strict=True)}
+    args = (*leaves.values(),) + (() if mask is None else (mask.clone(),))
+    out, _ = unpack(task, call(task, fn, *args, forbid=_NO_ATTENTION), ("output", "weights"))
+    if not out.requires_grad:
+        raise CheckFailed(f"{task}: {where}: your output is right, but no gradient reaches it: did you use "
+                          ".detach(), .data, torch.no_grad() or numpy? Attention is trained, so every "
+                          "step must stay in autograd.")
+    upstream = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    try:
+        grads = torch.autograd.grad((out * upstream.to(out.dtype)).sum(), list(leaves.values()),
+                                    allow_unused=True)
+    except RuntimeError as err:
+        reason = str(err).split(". Hint")[0]
+        raise CheckFailed(f"{task}: {where}: your output is right, but backpropagating through it fails "
+                          f"({reason}). An in-place change of a tensor that autograd saved (such as "
+                          "`weights[weights != weights] = 0` after the softmax) breaks the backward pass: "
+                          "compute a new tensor instead (weights.masked_fill(...), torch.nan_to_num)."
+                          ) from None
+    ref = {name: t.detach().double().requires_grad_() for name, t in leaves.items()}
+    scores = ref["q"] @ ref["k"].transpose(-2, -1) / math.sqrt(qkv[0].shape[-1])  # (..., T, S)
+    ref_out = _softmax_weights(scores, mask) @ ref["v"]  # (..., T, Dv)
+    ref_grads = torch.autograd.grad((ref_out * upstream).sum(), list(ref.values()))
+    ref_grads = dict(zip(ref, ref_grads, strict=True))
+    cut = [name for name, grad in zip(leaves, grads, strict=True)
+           if (grad is None or not grad.abs().any()) and ref_grads[name].abs().any()]
+    if cut and set(cut) <= {"q", "k"}:
+        raise CheckFailed(f"{task}: {where}: your output is right, but no gradient reaches "
+                          f"{' and '.join(cut)}: the weights are cut from autograd (.detach(), .data, "
+                          "torch.no_grad(), numpy or .item() on the way to the softmax). Attention is "
+                          "trained: q and k learn only through the weights, so keep them in the graph.")
+    if cut:
+        raise CheckFailed(f"{task}: {where}: your output is right, but no gradient reaches "
+                          f"{' and '.join(cut)}: part of the computation is cut from autograd (.detach(), "
+                          ".data, torch.no_grad(), numpy or .item()). Attention is trained, so every step "
+                          "must stay in autograd.")
+    broken = [name for name, grad in zip(leaves, grads, strict=True) if not torch.isfinite(grad).all()]
+    if broken and mask is not None and not mask.any(-1).all():
+        raise CheckFailed(f"{task}: {where}: your output is right, but its gradient with respect to "
+                          f"{' and '.join(broken)} holds NaN. The softmax of the query whose keys are all "
+                          "blocked is NaN (0/0), and the backward pass carries that NaN back through the "
+                          "scores, to q and k, unless the blocked scores are cut off: replacing the NaN "
+                          "after the softmax fixes the values, not the gradient. Fill the scores with "
+                          "scores.masked_fill(~mask, float('-inf')) (its backward pass gives the blocked "
+                          "scores a zero gradient) rather than adding a -inf bias; in training, one such "
+                          "query would turn every weight into NaN.")
+    if broken:
+        raise CheckFailed(f"{task}: {where}: your output is right, but its gradient with respect to "
+                          f"{' and '.join(broken)} holds NaN or infinity, where the reference's is finite: "
+                          "some step of your computation has no finite derivative (a division by 0, a "
+                          "sqrt or log of 0?). Follow the formula: softmax of the scaled, filled scores.")
+    for (name, leaf), grad in zip(leaves.items(), grads, strict=True):
+        try:
+            compare(task, grad, ref_grads[name], atol=1e-4, rtol=1e-3,
+                    what=f"the gradient of the output with respect to {name} {where}", dtype=leaf.dtype)
+        except CheckFailed as err:
+            raise CheckFailed(f"{err} The output is right, so part of the computation does not reach "
+                              "autograd: a .detach(), .data, torch.no_grad() or a detour through numpy "
+                              "or .item()?") from None
 
 
 def _check_empty_row(task: str, fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     mask: torch.Tensor, row: int) -> None:
+                     mask: torch.Tensor, row: int) -> tuple:
     """A query whose keys are all blocked: zero weights and a zero output, no NaN."""
     result = call(task, fn, q.clone(), k.clone(), v.clone(), mask.clone(), forbid=_NO_ATTENTION)
     out, w = unpack(task, result, ("output", "weights"))
     if isinstance(out, torch.Tensor) and isinstance(w, torch.Tensor) and w.dim() >= 2:
+        if (torch.isfinite(w).all() and w[..., row, :].abs().max() == 0
+                and not torch.isfinite(out).all()):
+            raise CheckFailed(f"{task}: the weights of a query whose keys are all blocked are right (zeros), "
+                              "but your output holds NaN on that query: you computed the output from the "
+                              "weights before you fixed them. Compute the output from the fixed weights "
+                              "(weights @ v after the masked_fill).")
         if not (torch.isfinite(out).all() and torch.isfinite(w).all()):
             raise CheckFailed(f"{task}: a query whose keys are all blocked gives NaN (the softmax of "
                               "a row of -inf is 0/0). Return zero weights for it: after the softmax, "
@@ -189,7 +277,7 @@ def _check_empty_row(task: str, fn: Callable, q: torch.Tensor, k: torch.Tensor, 
                               f"(and a zero output), got weights summing to "
                               f"{w[..., row, :].sum(-1).flatten()[0]:.3g}: after the softmax, "
                               "weights = weights.masked_fill(~mask, 0.0).")
-    _check_attention_case(task, fn, q, k, v, mask)
+    return _check_attention_case(task, fn, q, k, v, mask)
 
 
 def check_scaled_dot_product_attention(fn: Callable) -> bool:
@@ -199,10 +287,11 @@ def check_scaled_dot_product_attention(fn: Callable) -> bool:
     def body() -> str:
         g = torch.Generator().manual_seed(404)
         plain = [((2, 4), 5, 6, 8), ((3,), 4, 7, 16), ((), 6, 3, 4)]  # (batch, T, S, Dh)
+        graded = []  # the gradients are compared once every value is right: a value mistake is named first
         for batch, T, S, d in plain:
             q, k = torch.randn(*batch, T, d, generator=g), torch.randn(*batch, S, d, generator=g)
-            _check_attention_case(task, fn, q, k, torch.randn(*batch, S, 5, generator=g), None)
-        _check_attention_case(task, fn, *_far_below_case(g), None, far_below=True)
+            graded.append(_check_attention_case(task, fn, q, k, torch.randn(*batch, S, 5, generator=g), None))
+        graded.append(_check_attention_case(task, fn, *_far_below_case(g), None, far_below=True))
         q, k, v = (torch.randn(2, 3, 6, 8, generator=g) for _ in range(3))
         random = torch.rand(2, 3, 6, 6, generator=g) > 0.5
         random[..., 0] = True  # every query keeps a key
@@ -210,14 +299,17 @@ def check_scaled_dot_product_attention(fn: Callable) -> bool:
         padding = (torch.arange(6) < lengths[:, None])[:, None, None, :]  # (B, 1, 1, S)
         causal = torch.ones(6, 6, dtype=torch.bool).tril()
         for mask in (random, padding, causal, padding & causal):
-            _check_attention_case(task, fn, q, k, v, mask)
+            graded.append(_check_attention_case(task, fn, q, k, v, mask))
         q64, k64, v64 = (torch.randn(3, 4, 5, generator=g, dtype=torch.float64) for _ in range(3))
-        _check_attention_case(task, fn, q64, k64, v64, causal[:4, :4])
+        graded.append(_check_attention_case(task, fn, q64, k64, v64, causal[:4, :4]))
         empty = causal.clone()
         empty[2] = False  # query 2 may see nothing
-        _check_empty_row(task, fn, q, k, v, empty, row=2)
+        graded.append(_check_empty_row(task, fn, q, k, v, empty, row=2))
+        for qkv, mask, where in graded:
+            _check_attention_gradients(task, fn, qkv, mask, where)
         return (f"{len(plain) + 1} unmasked inputs (one query's scores far below the others'), "
-                "random, padding, causal and combined masks, float64, and a query with no key to see")
+                "random, padding, causal and combined masks, float64, and a query with no key to see; "
+                "the output's gradients with respect to q, k and v")
 
     return run_check(task, body)
 

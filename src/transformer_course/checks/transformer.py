@@ -6,6 +6,7 @@ Shapes: B batch, S source length, D d_model.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -24,10 +25,13 @@ def _dtype(t: torch.Tensor) -> str:
 # ----------------------------------------------------------------------------- LayerNorm
 
 def _ln(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *, dim: int = -1,
-        unbiased: bool = False, eps_outside: bool = False, affine: bool = True) -> torch.Tensor:
+        unbiased: bool = False, eps_outside: bool = False, affine: bool = True,
+        constant_mean: bool = False, constant_var: bool = False) -> torch.Tensor:
     """LayerNorm, right by default; each option is one mistake the check recognises."""
     mean = x.mean(dim, keepdim=True)
     var = x.var(dim, keepdim=True, unbiased=unbiased)
+    mean = mean.detach() if constant_mean else mean
+    var = var.detach() if constant_var else var
     y = (x - mean) / (var.sqrt() + eps if eps_outside else torch.sqrt(var + eps))
     return y * weight + bias if affine else y
 
@@ -60,6 +64,7 @@ def check_layer_norm(fn: Callable) -> bool:
         cases = [((2, 5, 8), torch.float32, 1e-5, False, 0.0), ((3, 16), torch.float32, 1e-5, True, 0.0),
                  ((1, 4, 2, 6), torch.float32, 0.5, False, 0.0), ((4, 12), torch.float64, 1e-5, True, 0.0),
                  ((4, 16), torch.float32, 1e-5, False, 1000.0)]
+        graded = []  # the gradients are compared once every value is right: a value mistake is named first
         for shape, dtype, eps, constant_row, offset in cases:
             D = shape[-1]
             noise = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -78,11 +83,82 @@ def check_layer_norm(fn: Callable) -> bool:
                     _diagnose_cancellation(task, fn, got, ref, x, w, b, eps, offset, where, tol)
                 _diagnose_layer_norm(task, got, x, w, b, eps, where, constant_row)
             compare(task, got, ref, what=f"the result {where}", dtype=x.dtype, **tol)
+            if not offset:  # near 1000, float32 gradients hold only a few digits; the others test them
+                graded.append((x, w, b, eps, where, constant_row))
+        for case in graded:
+            _check_layer_norm_gradients(task, fn, *case)
         shapes = ", ".join(fmt_shape(c[0]) for c in cases)
         return (f"{len(cases)} random inputs {shapes} (float32 and float64, rows of equal features, "
-                "features near 1000), random weight and bias")
+                "features near 1000), random weight and bias; the gradients with respect to x, weight "
+                "and bias")
 
     return run_check(task, body)
+
+
+_CUT = ("part of the computation does not reach autograd: a .detach(), .data, torch.no_grad() or a "
+        "detour through numpy or .item()?")
+
+
+def _check_layer_norm_gradients(task: str, fn: Callable, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+                                eps: float, where: str, constant_row: bool) -> None:
+    """The gradients of the result with respect to x, weight and bias equal the reference's."""
+    leaves = {"x": x, "weight": w, "bias": b}
+    leaves = {name: t.clone().requires_grad_() for name, t in leaves.items()}
+    got = _call_layer_norm(task, fn, *leaves.values(), eps)
+    ref_leaves = {name: t.detach().double().requires_grad_() for name, t in leaves.items()}
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(7071), dtype=torch.float64)
+    grads = _gradients(task, got, upstream, leaves, where)
+    ref = _ln(*ref_leaves.values(), eps)
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), list(ref_leaves.values()))
+    if constant_row and not torch.isfinite(grads[0]).all():
+        raise CheckFailed(f"{task}: {where} your result is right, but its gradient with respect to x holds "
+                          "NaN or infinity on the row whose features are all equal: its variance is 0, where "
+                          "the square root has no finite derivative. Take sqrt(var + eps), eps inside the "
+                          "root, and no sqrt of the variance alone.")
+    if not close(grads[0], ref_grads[0], atol=1e-4, rtol=1e-3):
+        slips = {"the mean and the variance reach": {"constant_mean": True, "constant_var": True},
+                 "the mean reaches": {"constant_mean": True}, "the variance reaches": {"constant_var": True}}
+        x64 = ref_leaves["x"].detach().requires_grad_()
+        for stats, options in slips.items():
+            wrong = _ln(x64, ref_leaves["weight"].detach(), ref_leaves["bias"].detach(), eps, **options)
+            if close(grads[0], torch.autograd.grad((wrong * upstream).sum(), x64)[0], atol=1e-4, rtol=1e-3):
+                raise CheckFailed(
+                    f"{task}: {where} your result is right, but its gradient with respect to x is not: "
+                    f"{stats} autograd as a constant (computed under torch.no_grad(), detached, or passed "
+                    "through .item() and math.sqrt). The statistics depend on x, so the gradient that "
+                    "reaches x (and every layer before this one) must flow through them too: compute them "
+                    "with tensor operations, autograd on.")
+    for (name, leaf), grad, ref_grad in zip(leaves.items(), grads, ref_grads, strict=True):
+        try:
+            compare(task, grad, ref_grad, atol=1e-4, rtol=1e-3, what=f"the gradient with respect to {name} "
+                    f"{where}", dtype=leaf.dtype)
+        except CheckFailed as err:
+            raise CheckFailed(f"{err} The result is right, so {_CUT}") from None
+
+
+def _gradients(task: str, got: torch.Tensor, upstream: torch.Tensor, leaves: dict[str, torch.Tensor],
+               where: str) -> list[torch.Tensor]:
+    """The gradients of (got * upstream).sum() with respect to each leaf; a message if one is cut."""
+    if not got.requires_grad:
+        raise CheckFailed(f"{task}: {where} your result is right, but no gradient reaches it: did you use "
+                          ".detach(), .data, torch.no_grad() or numpy? The layer is trained, so every step "
+                          "must stay in autograd.")
+    try:
+        grads = torch.autograd.grad((got * upstream.to(got.dtype)).sum(), list(leaves.values()),
+                                    allow_unused=True)
+    except RuntimeError as err:
+        reason = str(err).split(". Hint")[0]
+        raise CheckFailed(f"{task}: {where} your result is right, but backpropagating through it fails "
+                          f"({reason}): an in-place operation (`+=`, `*=`, `add_`, `[...] =`) changed a "
+                          "tensor that autograd had saved for the backward pass (a LayerNorm or a product "
+                          "saves its input). Write a new tensor instead: `h = h + ...`, not `h += ...`."
+                          ) from None
+    cut = [name for name, grad in zip(leaves, grads, strict=True) if grad is None]
+    if cut:
+        raise CheckFailed(f"{task}: {where} your result is right, but no gradient reaches "
+                          f"{', '.join(cut)}: {_CUT} The layer is trained, so every step must stay in "
+                          "autograd.")
+    return list(grads)
 
 
 def _diagnose_cancellation(task: str, fn: Callable, got: torch.Tensor, ref: torch.Tensor, x: torch.Tensor,
@@ -204,6 +280,7 @@ def check_pre_ln_layer(fn: Callable) -> bool:
         g = torch.Generator().manual_seed(717)
         cases = [(2, 5, 16, 4, torch.float32), (3, 7, 8, 2, torch.float32),
                  (1, 3, 12, 3, torch.float64)]  # (B, S, D, H, dtype)
+        graded = []  # the gradients are compared once every value is right: a value mistake is named first
         for B, S, D, H, dtype in cases:
             with torch.random.fork_rng():
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
@@ -223,9 +300,53 @@ def check_pre_ln_layer(fn: Callable) -> bool:
                         if close(got, out):
                             raise CheckFailed(f"{task}: {where} {MESSAGES[name]}")
             compare(task, got, ref, what=f"the layer's output {where}", dtype=x.dtype)
-        return f"{len(cases)} random layers (random LayerNorm weights, float32 and float64) and inputs"
+            graded.append((x, attn, layer, where))
+        for case in graded:
+            _check_pre_ln_gradients(task, fn, *case)
+        return (f"{len(cases)} random layers (random LayerNorm weights, float32 and float64) and inputs: "
+                "the output, and its gradients with respect to x and every weight")
 
     return run_check(task, body)
+
+
+def _skips_cut(x: torch.Tensor, attn: nn.Module, ff: nn.Module, n1: nn.Module, n2: nn.Module, *,
+               first: bool, second: bool) -> torch.Tensor:
+    """The pre-LN layer with its skip paths (the residual x) detached: right values, cut gradients."""
+    h = (x.detach() if first else x) + attn(n1(x))
+    return (h.detach() if second else h) + ff(n2(h))
+
+
+def _check_pre_ln_gradients(task: str, fn: Callable, x: torch.Tensor, attn: nn.Module, layer: nn.Module,
+                            where: str) -> None:
+    """The gradients of the output with respect to x and every weight equal the course's layer's."""
+    x_in = x.clone().requires_grad_()
+    got = call(task, fn, x_in, attn, layer.ff, layer.norm1, layer.norm2)
+    parts = {"attn": attn, "ff": layer.ff, "norm1": layer.norm1, "norm2": layer.norm2}  # the learner's names
+    params = {f"{part}.{name}": p for part, module in parts.items() for name, p in module.named_parameters()}
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(7171), dtype=torch.float64)
+    grads = _gradients(task, got, upstream, {"x": x_in, **params}, where)
+    x_ref = x.clone().requires_grad_()
+    ref_grads = torch.autograd.grad((layer(x_ref) * upstream.to(x.dtype)).sum(), [x_ref, *params.values()])
+    if not close(grads[0], ref_grads[0], atol=1e-4, rtol=1e-3):
+        cuts = {(True, False): "the first skip path", (False, True): "the second skip path",
+                (True, True): "both skip paths"}
+        for (first, second), which in cuts.items():
+            x_cut = x.clone().requires_grad_()
+            wrong = _skips_cut(x_cut, attn, layer.ff, layer.norm1, layer.norm2, first=first, second=second)
+            if close(grads[0], torch.autograd.grad((wrong * upstream.to(x.dtype)).sum(), x_cut)[0],
+                     atol=1e-4, rtol=1e-3):
+                raise CheckFailed(
+                    f"{task}: {where} your output is right, but its gradient with respect to x is not: "
+                    f"{which} of the residual stream {'are' if first and second else 'is'} cut from "
+                    "autograd (x.detach() + attn(norm1(x))). The skip path carries the gradient straight "
+                    "through the layer, which is what lets a deep stack train: add the sublayer's output "
+                    "to x itself, x + attn(norm1(x)).")
+    for (name, leaf), grad, ref_grad in zip({"x": x_in, **params}.items(), grads, ref_grads, strict=True):
+        try:
+            compare(task, grad, ref_grad, atol=1e-4, rtol=1e-3,
+                    what=f"the gradient with respect to {name} {where}", dtype=leaf.dtype)
+        except CheckFailed as err:
+            raise CheckFailed(f"{err} The output is right, so {_CUT}") from None
 
 
 # ----------------------------------------------------------------------------- warm-up
@@ -305,13 +426,14 @@ def _is_curve(value: object, n: int) -> bool:
 
 
 def _as_step(task: str, got: object, where: str) -> int:
+    """An integer loop step: a Python int or a NumPy integer (np.argmax gives one); not a bool or tensor."""
     if isinstance(got, torch.Tensor):
-        raise CheckFailed(f"{task}: {where} peak_step should be a Python int, got a tensor: use .item() "
+        raise CheckFailed(f"{task}: {where} peak_step should be an int, got a tensor: use .item() "
                           "or int(...).")
-    if isinstance(got, bool) or not isinstance(got, int):
-        raise CheckFailed(f"{task}: {where} peak_step should be a Python int (a loop step), got "
+    if isinstance(got, bool) or not isinstance(got, numbers.Integral):
+        raise CheckFailed(f"{task}: {where} peak_step should be an int (a loop step), got "
                           f"{type(got).__name__}.")
-    return got
+    return int(got)
 
 
 def check_warmup_curve(fn: Callable) -> bool:
