@@ -112,6 +112,9 @@ WRONG_SOFTMAX = {
     "torch.softmax": (lambda x: torch.softmax(x, dim=-1), r"called `torch\.softmax`.*by hand"),
     "x.softmax": (lambda x: x.softmax(-1), r"called `torch\.Tensor\.softmax`.*by hand"),
     "log_softmax": (lambda x: F.log_softmax(x, -1).exp(), r"called `torch\.nn\.functional\.log_softmax`"),
+    "special.log_softmax": (lambda x: torch.special.log_softmax(x, -1).exp(),
+                            r"called `torch\.special\.log_softmax`.*by hand"),
+    "softmin of -x": (lambda x: F.softmin(-x, -1), r"called `torch\.nn\.functional\.softmin`.*by hand"),
     "nn.Softmax": (lambda x: torch.nn.Softmax(dim=-1)(x),
                    r"called `torch\.nn\.functional\.softmax` \(directly, or through nn\.Softmax, "
                    "which calls it"),
@@ -217,6 +220,11 @@ def _with_scores(scores):
     return answer
 
 
+def exp_of_special_log_softmax(q, k, temperature):
+    log_w = torch.special.log_softmax(q @ k.transpose(-2, -1) / temperature, dim=-1)
+    return log_w.exp(), -(log_w.exp() * log_w).sum(-1) / math.log(2)
+
+
 def queries_axis(q, k, temperature):
     s = q @ k.transpose(-2, -1) / temperature
     w = (s - s.logsumexp(-2, keepdim=True)).exp()
@@ -235,6 +243,26 @@ def entropy_first(q, k, temperature):
 
 def float64_weights(q, k, temperature):
     return good_weights(q.double(), k.double(), temperature)
+
+
+def float32_buffers(q, k, temperature):  # preallocated torch.zeros: float32 whatever q's dtype
+    B, T, _ = q.shape
+    weights, entropy = torch.zeros(B, T, k.shape[1]), torch.zeros(B, T)
+    for b in range(B):
+        w = good_softmax(q[b] @ k[b].T / temperature)  # (T, S)
+        weights[b] = w
+        entropy[b] = -torch.special.xlogy(w, w).sum(-1) / math.log(2)
+    return weights, entropy
+
+
+def buffers_of_q_dtype(q, k, temperature):  # float32_buffers, right: the buffers take q's dtype
+    B, T, _ = q.shape
+    weights, entropy = q.new_zeros(B, T, k.shape[1]), torch.zeros(B, T, dtype=q.dtype)
+    for b in range(B):
+        w = good_softmax(q[b] @ k[b].T / temperature)  # (T, S)
+        weights[b] = w
+        entropy[b] = -torch.special.xlogy(w, w).sum(-1) / math.log(2)
+    return weights, entropy
 
 
 def one_global_max(q, k, temperature):  # a query far below the tensor's maximum underflows to 0 / 0
@@ -267,6 +295,11 @@ WRONG_WEIGHTS = {
     "weights only": (lambda q, k, t: good_weights(q, k, t)[0], r"return 2 values \(weights, entropy\)"),
     "torch.softmax": (lambda q, k, t: (lambda w: (w, -torch.special.xlogy(w, w).sum(-1) / math.log(2)))(
         torch.softmax(q @ k.transpose(-2, -1) / t, -1)), r"called `torch\.softmax`"),
+    "exp of special.log_softmax": (exp_of_special_log_softmax,
+                                   r"called `torch\.special\.log_softmax`"),
+    "float32 buffers": (float32_buffers,
+                        r"the tensor of weights for float64 q \(2, 3, 4\), k \(2, 6, 4\) at temperature "
+                        r"0\.25 is float32, expected float64"),
     "q /= temperature": (divides_q_in_place, "changed its input `q` in place"),
     "float64 out": (float64_weights,
                     r"the tensor of weights for q \(2, 3, 4\), k \(2, 5, 4\) at temperature 1 is float64, "
@@ -306,15 +339,16 @@ RIGHT_WEIGHTS = {
         lambda w: [w, -torch.special.xlogy(w, w).sum(-1) / math.log(2)])(
         good_softmax(torch.einsum("btd,bsd->bts", q, k) / t)),
     "float64 inside, cast back": lambda q, k, t: tuple(
-        r.float() for r in good_weights(q.double(), k.double(), t)),
+        r.to(q.dtype) for r in good_weights(q.double(), k.double(), t)),
     "loops, torch.where": weights_by_loops,
     "clamped log2": _with_entropy(lambda w: -(w * w.clamp_min(1e-12).log2()).sum(-1)),
     "special.entr": _with_entropy(lambda w: torch.special.entr(w).sum(-1) / math.log(2)),
     "Categorical": _with_entropy(lambda w: torch.distributions.Categorical(probs=w).entropy() / math.log(2)),
     "nansum of w log2 w": _with_entropy(lambda w: -(w * w.log2()).nansum(-1)),
     "bmm in float64, masked_fill, a list": lambda q, k, t: (lambda w: [
-        w.float(), -(w * torch.log2(w).masked_fill(w == 0, 0.0)).sum(-1).float()])(
+        w.to(q.dtype), -(w * torch.log2(w).masked_fill(w == 0, 0.0)).sum(-1).to(q.dtype)])(
         good_softmax(torch.bmm(q.double(), k.double().transpose(1, 2)) / t)),
+    "buffers of q's dtype": buffers_of_q_dtype,
 }
 
 

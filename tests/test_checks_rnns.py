@@ -98,6 +98,24 @@ def through_numpy(x, h0, *w):  # right values, computed outside autograd
     return torch.from_numpy(outputs.numpy()), torch.from_numpy(h.numpy())
 
 
+def outputs_rebuilt_by_tensor(x, h0, *w):  # h_T keeps its graph, outputs lose theirs
+    outputs, h = good_unroll(x, h0, *w)
+    return torch.tensor(outputs.tolist(), dtype=x.dtype), h
+
+
+def h_T_rebuilt_by_tensor(x, h0, *w):  # outputs keep their graph, h_T loses its
+    outputs, h = good_unroll(x, h0, *w)
+    return outputs, torch.tensor(h.tolist(), dtype=x.dtype)
+
+
+def earlier_outputs_detached(x, h0, *w):  # the states stored for outputs are detached copies but the last
+    h, outs = h0, []
+    for t in range(x.shape[1]):
+        h = good_cell(x[:, t], h, *w)
+        outs.append(h if t == x.shape[1] - 1 else h.detach())
+    return torch.stack(outs, dim=1), h
+
+
 def _package_cell():
     from transformer_course.rnn import RNNCell
     return RNNCell
@@ -145,9 +163,17 @@ WRONG_UNROLL = {
                       r"your unroll cuts the graph \(torch\.no_grad or \.detach\(\)\).*"
                       "neither outputs nor h_T"),
     "h.detach() at each step": (detaches_h_each_step,
-                                r"your unroll cuts the graph.*gradient with respect to x differs.*"
+                                r"your unroll cuts the graph.*gradient of h_T with respect to x differs.*"
                                 r"\.detach\(\) on h"),
     "through numpy": (through_numpy, r"your unroll cuts the graph.*neither outputs nor h_T"),
+    "outputs rebuilt by torch.tensor": (outputs_rebuilt_by_tensor,
+                                        r"the outputs you return have no graph.*torch\.tensor\(\.\.\.\), "
+                                        r"\.tolist\(\).*stack the states you computed"),
+    "h_T rebuilt by torch.tensor": (h_T_rebuilt_by_tensor,
+                                    r"the h_T you return has no graph.*return the last state you computed"),
+    "earlier outputs detached": (earlier_outputs_detached,
+                                 r"the gradient that flows back through outputs, with respect to x, differs.*"
+                                 "while the one through h_T is right"),
     "nn.RNNCell": (via(nn.RNNCell), r"called `torch\._VF\.rnn_tanh_cell` \(directly, or through "
                                     r"nn\.RNNCell, which calls it\).*by hand"),
     "nn.RNN": (via_nn_rnn, r"called `torch\._VF\.rnn_tanh` \(directly, or through nn\.RNN, which "
@@ -240,7 +266,7 @@ def good_norms(model, x):
 def good_norms_with_backward(model, x):  # .backward() and x.grad reset before each unit
     x = x.clone().requires_grad_(True)
     _, h_T = model(x)
-    squares = torch.zeros(x.shape[:2])
+    squares = torch.zeros(x.shape[:2], dtype=x.dtype)
     for i in range(h_T.shape[1]):
         x.grad = None
         h_T[:, i].sum().backward(retain_graph=True)
@@ -272,7 +298,7 @@ def gradient_of_sum(model, x):
 def grad_accumulates(model, x):
     x = x.clone().requires_grad_(True)
     _, h_T = model(x)
-    squares = torch.zeros(x.shape[:2])
+    squares = torch.zeros(x.shape[:2], dtype=x.dtype)
     for i in range(h_T.shape[1]):
         h_T[:, i].sum().backward(retain_graph=True)  # x.grad is never reset
         squares += x.grad.pow(2).sum(-1)
@@ -327,6 +353,19 @@ def float64_norms(model, x):
     return good_norms(model, x).double()
 
 
+def always_float32_norms(model, x):
+    return good_norms(model, x).float()
+
+
+def float32_buffer_norms(model, x):  # torch.zeros without dtype: float32 whatever x's dtype
+    x = x.clone().requires_grad_(True)
+    _, h_T = model(x)
+    squares = torch.zeros(x.shape[:2])
+    for i in range(h_T.shape[1]):
+        squares += torch.autograd.grad(h_T[:, i].sum(), x, retain_graph=True)[0].pow(2).sum(-1)
+    return squares.sqrt().mean(0).flip(0)
+
+
 WRONG_NORMS = {
     "time order": (time_order, "in time order; return them by distance"),
     "gradient of the sum": (gradient_of_sum, r"gradient of h_T\.sum\(\), a single row-sum of the Jacobian"),
@@ -343,6 +382,10 @@ WRONG_NORMS = {
     "the package's measurement": (package_measurement,
                                   r"called `transformer_course\.experiments\.fading_memory\.jacobian_norms`"),
     "float64 out": (float64_norms, "is float64, expected float32"),
+    ".float() at the end": (always_float32_norms,
+                            r"the vector of norms for the RNN on a float64 x \(2, 5, 3\) is float32, "
+                            "expected float64"),
+    "a float32 buffer": (float32_buffer_norms, r"on a float64 x \(2, 5, 3\) is float32"),
 }
 
 
@@ -353,8 +396,14 @@ def test_check_gradient_norms_rejects_each_typical_mistake(name):
         checks.check_gradient_norms(wrong)
 
 
+def norms_float64_inside(model, x):  # the squares summed in float64, cast back to x's dtype
+    squares = sum(g.double().pow(2).sum(-1) for g in _per_unit(model, x))  # (B, T)
+    return squares.sqrt().mean(0).flip(0).to(x.dtype)
+
+
 RIGHT_NORMS = {
     "autograd.grad per unit": good_norms,
+    "float64 inside, cast back": norms_float64_inside,
     "backward with x.grad reset": good_norms_with_backward,
     "autograd.functional.jacobian": good_norms_jacobian,
     "index loop instead of flip": good_norms_reversed_loop,
@@ -449,7 +498,7 @@ def _slope(norms, log=torch.log):
 
 
 def good_measure(x, W_ih, W_hhs):
-    norms = torch.stack([good_norms(_model(W_ih, W_hh), x) for W_hh in W_hhs])  # (S, T)
+    norms = torch.stack([good_norms(_model(W_ih, W_hh, x.dtype), x) for W_hh in W_hhs])  # (S, T)
     return norms, _slope(norms).exp()
 
 
@@ -470,7 +519,7 @@ def measure_with_norms(norms_of):
 
 
 def gradient_of_sum_norms(x, W_ih, W_hh):
-    return gradient_of_sum(_model(W_ih, W_hh), x)
+    return gradient_of_sum(_model(W_ih, W_hh, x.dtype), x)
 
 
 def measure_with_nn_rnn(x, W_ih, W_hhs):
@@ -493,6 +542,20 @@ def measure_scaling_in_place(x, W_ih, W_hhs):
     return good_measure(x, W_ih, W_hhs)
 
 
+def measure_into_float32_buffer(x, W_ih, W_hhs):  # torch.zeros without dtype: float32 whatever x's dtype
+    norms = torch.zeros(len(W_hhs), x.shape[1])
+    for i, W_hh in enumerate(W_hhs):
+        norms[i] = good_norms(_model(W_ih, W_hh, x.dtype), x)
+    return norms, _slope(norms).exp()
+
+
+def measure_into_buffer_of_x_dtype(x, W_ih, W_hhs):
+    norms = x.new_zeros(len(W_hhs), x.shape[1])
+    for i, W_hh in enumerate(W_hhs):
+        norms[i] = good_norms(_model(W_ih, W_hh, x.dtype), x)
+    return norms, _slope(norms).exp()
+
+
 def measure_with_package(x, W_ih, W_hhs):
     from transformer_course.experiments import fading_memory
     norms = torch.stack([fading_memory.jacobian_norms(lambda inp, W=W_hh: _model(W_ih, W)(inp)[1], x)
@@ -504,8 +567,8 @@ def _measure_with_unroll(unroll, norms_of=good_norms):
     """The right measurement, with the learner's own ``unroll`` of task 1 and ``norms_of`` of task 2."""
     def measure(x, W_ih, W_hhs):
         H = W_ih.shape[0]
-        zeros = torch.zeros(H)
-        norms = torch.stack([norms_of(lambda inp, W=W_hh: unroll(inp, torch.zeros(inp.shape[0], H), W_ih, W,
+        zeros = torch.zeros(H, dtype=x.dtype)
+        norms = torch.stack([norms_of(lambda inp, W=W_hh: unroll(inp, inp.new_zeros(inp.shape[0], H), W_ih, W,
                                                                  zeros, zeros), x) for W_hh in W_hhs])
         return norms, _slope(norms).exp()
     return measure
@@ -513,7 +576,7 @@ def _measure_with_unroll(unroll, norms_of=good_norms):
 
 def norms_by_backward(model, x):  # .backward() and x.grad, on a copy
     x = x.clone().requires_grad_(True)
-    squares = torch.zeros(x.shape[:2])
+    squares = x.new_zeros(x.shape[:2])
     for i in range(model(x)[1].shape[1]):
         x.grad = None
         model(x)[1][:, i].sum().backward()
@@ -527,7 +590,7 @@ def norms_by_jacobian(model, x):  # autograd.functional.jacobian finds zeros whe
 
 
 WRONG_MEASUREMENTS = {
-    "time order": (measure_with_norms(lambda x, Wi, Wh: good_norms(_model(Wi, Wh), x).flip(0)),
+    "time order": (measure_with_norms(lambda x, Wi, Wh: good_norms(_model(Wi, Wh, x.dtype), x).flip(0)),
                    "the norms are in time order"),
     "the first matrix only": (lambda x, Wi, Whs: good_measure(x, Wi, [Whs[0]] * len(Whs)),
                               "every row holds the same curve"),
@@ -561,6 +624,9 @@ WRONG_MEASUREMENTS = {
     "float64 norms": (measure_with_norms(
         lambda x, Wi, Wh: good_norms(_model(Wi, Wh, torch.float64), x.double())),
                       "is float64, expected float32"),
+    "a float32 buffer": (measure_into_float32_buffer,
+                         r"the matrix of norms at inputs of size 1, all in float64 .*is float32, "
+                         "expected float64"),
     "nn.RNN": (measure_with_nn_rnn, r"called `torch\._VF\.rnn_tanh`"),
     "the package's measurement": (measure_with_package,
                                   r"called `transformer_course\.experiments\.fading_memory"),
@@ -576,7 +642,7 @@ def test_check_measure_fading_rejects_each_typical_mistake(name):
 
 
 def measure_polyfit(x, W_ih, W_hhs):  # a list of rows, numpy's fit, a list of floats
-    rows = [good_norms_with_backward(_model(W_ih, W_hh), x) for W_hh in W_hhs]
+    rows = [good_norms_with_backward(_model(W_ih, W_hh, x.dtype), x) for W_hh in W_hhs]
     d = np.arange(x.shape[1])
     return [rows, [float(np.exp(np.polyfit(d, np.log(r.numpy()), 1)[0])) for r in rows]]
 
@@ -586,7 +652,7 @@ def measure_lstsq_float64(x, W_ih, W_hhs):  # float64 inside, norms cast back; t
     d = torch.arange(x.shape[1], dtype=torch.float64)
     A = torch.stack([torch.ones_like(d), d], dim=1)  # (T, 2)
     coef = torch.linalg.lstsq(A, norms.log().T).solution  # (2, S)
-    return norms.float(), coef[1].exp()
+    return norms.to(x.dtype), coef[1].exp()
 
 
 def measure_log2(x, W_ih, W_hhs):  # log2 and 2 ** slope, factors as a numpy array
@@ -601,6 +667,7 @@ RIGHT_MEASUREMENTS = {
     "polyfit, lists": measure_polyfit,
     "lstsq in float64": measure_lstsq_float64,
     "log2, numpy array": measure_log2,
+    "a buffer of x's dtype": measure_into_buffer_of_x_dtype,
 }
 
 

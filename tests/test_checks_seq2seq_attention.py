@@ -275,9 +275,18 @@ def dot_float64_by_hand_index_assignment(query, keys, mask):
     return torch.einsum("bs,bsh->bh", w, keys.double()).to(query.dtype), w.to(query.dtype)
 
 
+def dot_exp_minus_real_max_where(query, keys, mask):  # exp minus the real maximum, torch.where: inf never met
+    scores = (keys * query[:, None, :]).sum(-1)
+    real_max = scores.masked_fill(~mask, float("-inf")).amax(-1, keepdim=True)
+    e = torch.where(mask, torch.exp(scores - real_max), 0.0)
+    weights = e / e.sum(-1, keepdim=True)
+    return (weights[..., None] * keys).sum(1), weights
+
+
 DOT_RIGHT = [_dot, dot_einsum_where, dot_float64_inside_list, dot_loop_over_real_tokens,
              dot_hand_softmax_big_negative, dot_where_tensor_inf, dot_bmm_fill_minus_1e9, dot_finfo_min_tuple,
-             dot_float64_by_hand_index_assignment]
+             dot_float64_by_hand_index_assignment, dot_exp_minus_real_max_where]
+
 
 
 @pytest.mark.parametrize("right", DOT_RIGHT, ids=lambda f: f.__name__)
@@ -315,6 +324,14 @@ def _exp_times_mask(query, keys, mask):
     return (weights[..., None] * keys).sum(1), weights
 
 
+def _exp_minus_real_max_times_mask(query, keys, mask):
+    scores = (keys * query[:, None, :]).sum(-1)
+    real_max = scores.masked_fill(~mask, float("-inf")).amax(-1, keepdim=True)
+    e = torch.exp(scores - real_max) * mask  # padding far above the real maximum: inf * 0 = NaN
+    weights = e / e.sum(-1, keepdim=True)
+    return (weights[..., None] * keys).sum(1), weights
+
+
 def _package_dot_product_attention(query, keys, mask):
     from transformer_course.attention import dot_product_attention  # imported while the check runs
 
@@ -336,8 +353,12 @@ DOT_WRONG = {
     "mask multiplied in": (lambda q, k, m: _dot(q, k, m, fill="times"),
                            r"gave the padding a score of 0 \(by multiplying the scores by the mask, or "
                            r"filling with 0\)"),
+    "exp minus the real maximum, mask multiplied in": (
+        _exp_minus_real_max_times_mask,
+        r"rows \[1, 2, 3\] are NaN: exp of the padding's scores overflows to inf before you multiply by the "
+        r"mask \(inf \* 0 is NaN\).*-inf \(or use torch\.where"),
     "exp without a maximum, mask multiplied in": (_exp_times_mask,
-                                                  r"rows \[0, 1, 3\] are NaN.*subtract each row's own"),
+                                                  r"rows \[0, 1, 2, 3\] are NaN.*subtract each row's own"),
     "(weights, context)": (lambda q, k, m: _dot(q, k, m)[::-1],
                            r"wrong shape: got \(4, 5\), expected \(4, 6\)"),
     "the package's dot_product_attention": (_package_dot_product_attention,
@@ -444,6 +465,8 @@ def step_float64_attention_cast_back(tokens, hidden, enc_outputs, mask, embed, c
     return cell(torch.cat([F.embedding(tokens, embed.weight), context], dim=1), hidden), weights
 
 
+# A gray case, decided: the package's dot_product_attention inside the step is accepted, although the
+# task says "your masked_dot_attention": it computes the same thing, and the task here is the step.
 STEP_RIGHT = [_step, step_package_attention, step_einsum_list, step_float64_gru_by_hand,
               step_loop_over_rows, step_keywords_hx, step_float64_attention_cast_back]
 
@@ -500,6 +523,36 @@ def _step_cell_arguments_swapped(tokens, hidden, enc_outputs, mask, embed, cell)
     return cell(hidden, torch.cat([embed(tokens), context], -1)), weights
 
 
+# Gray cases, decided: a step run under torch.no_grad() or with a detached context gives the right
+# values, but the step is used for training, so the check compares the gradients of the new state
+# (with respect to the encoder states, the previous state, the embedding and the GRU cell's weights)
+# with the reference's, and names the cut graph.
+def _step_under_no_grad(*args):
+    with torch.no_grad():
+        return _step(*args)
+
+
+def _step_detached_context(tokens, hidden, enc_outputs, mask, embed, cell):
+    context, weights = _dot(hidden, enc_outputs, mask)
+    return cell(torch.cat([embed(tokens), context.detach()], -1), hidden), weights
+
+
+def _step_detached_weights(tokens, hidden, enc_outputs, mask, embed, cell):
+    _, weights = _dot(hidden, enc_outputs, mask)
+    context = (weights.detach()[:, None, :] @ enc_outputs)[:, 0]
+    return cell(torch.cat([embed(tokens), context], -1), hidden), weights
+
+
+def _step_detached_state(tokens, hidden, enc_outputs, mask, embed, cell):
+    context, weights = _dot(hidden, enc_outputs, mask)
+    return cell(torch.cat([embed(tokens), context], -1), hidden.detach()), weights
+
+
+def _step_detached_embedding(tokens, hidden, enc_outputs, mask, embed, cell):
+    context, weights = _dot(hidden, enc_outputs, mask)
+    return cell(torch.cat([embed(tokens).detach(), context], -1), hidden), weights
+
+
 STEP_WRONG = {
     "[context; embedding]": (lambda *a: _step(*a, order="ce"), r"\[context; embedding\]"),
     "attends with the new state": (_step_attending_with_the_new_state,
@@ -529,6 +582,20 @@ STEP_WRONG = {
     "only the new state": (lambda *a: _step(*a, returns="one"), r"return 2 values \(new_hidden, weights\)"),
     "float64 state": (_step_float64, "new state .* is float64, expected float32"),
     "encoder states changed in place": (_step_in_place, "changed its input `enc_outputs` in place"),
+    "under torch.no_grad()": (_step_under_no_grad,
+                              r"the new state carries no gradient: it was computed under torch\.no_grad\(\), "
+                              r"or detached.*used for training"),
+    "context detached": (_step_detached_context,
+                         r"no gradient reaches enc_outputs from the new state \(a \.detach\(\).*on the "
+                         "attention's scores, weights or context cuts the path from the new state back to "
+                         "the encoder"),
+    "weights detached": (_step_detached_weights,
+                         r"the gradient of the new state with respect to enc_outputs differs from the "
+                         r"reference.*cut from the graph \(a \.detach\(\)"),
+    "previous state detached": (_step_detached_state,
+                                r"the gradient of the new state with respect to hidden differs.*"
+                                r"a \.detach\(\) on the previous state"),
+    "embedding detached": (_step_detached_embedding, "no gradient reaches embed.weight from the new state"),
 }
 
 

@@ -121,7 +121,11 @@ def _unroll_mistakes(x: torch.Tensor, h0: torch.Tensor, w: Weights) -> list:
 
 def _check_unroll_gradients(task: str, rnn_unroll: Callable, x: torch.Tensor, h0: torch.Tensor, w: Weights,
                             g: torch.Generator) -> None:
-    """The unroll must stay differentiable: task 4 backpropagates through it, from h_T to early inputs."""
+    """The unroll must stay differentiable: task 4 backpropagates through it, from h_T to early inputs.
+
+    The gradients that flow back through ``outputs`` and through ``h_T`` are compared with the
+    reference's one at a time, so that the message names the result whose graph is cut.
+    """
     where = f"for x {fmt_shape(x.shape)}, h0 {fmt_shape(h0.shape)}"
     cut = f"{task}: your unroll cuts the graph (torch.no_grad or .detach()) {where}:"
     why = ("The values are right, but task 4 backpropagates from h_T to the early inputs through this very "
@@ -136,19 +140,35 @@ def _check_unroll_gradients(task: str, rnn_unroll: Callable, x: torch.Tensor, h0
     if not (outputs.requires_grad or h_T.requires_grad):
         raise CheckFailed(f"{cut} neither outputs nor h_T carries a gradient back to x, h0 or the weights; "
                           f"compute without torch.no_grad() and without .detach(). {why}")
-    up_out, up_h = torch.randn(ref_out.shape, generator=g), torch.randn(ref_h.shape, generator=g)
-    loss = sum((t * u).sum() for t, u in ((outputs, up_out), (h_T, up_h)) if t.requires_grad)
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    ref_grads = torch.autograd.grad((ref_out * up_out).sum() + (ref_h * up_h).sum(), ref_leaves)
-    for name, grad, ref in zip(names, grads, ref_grads, strict=True):
-        if grad is None:
-            raise CheckFailed(f"{cut} no gradient reaches {name} (a .detach(), .data, numpy or .item() on "
-                              f"its path?). {why}")
-        if not close(grad, ref, atol=1e-4, rtol=1e-3):
+    rebuilt = "(torch.tensor(...), .tolist(), .numpy() or .detach() rebuilds them without their graph)"
+    if not outputs.requires_grad:
+        raise CheckFailed(f"{task}: the outputs you return have no graph {where} {rebuilt}: stack the states "
+                          "you computed, torch.stack(states, dim=1). h_T has its graph; outputs must keep "
+                          "theirs too, since a model trained on every step backpropagates through them.")
+    if not h_T.requires_grad:
+        raise CheckFailed(f"{task}: the h_T you return has no graph {where} {rebuilt}: return the last "
+                          f"state you computed, h itself. {why}")
+    results = {"h_T": (h_T, ref_h), "outputs": (outputs, ref_out)}  # h_T first: task 4 needs it
+    for which, (got, ref_got) in results.items():
+        up = torch.randn(ref_got.shape, generator=g)
+        grads = torch.autograd.grad((got * up).sum(), leaves, allow_unused=True, retain_graph=True)
+        ref_grads = torch.autograd.grad((ref_got * up).sum(), ref_leaves, retain_graph=True)  # all used
+        for name, grad, ref in zip(names, grads, ref_grads, strict=True):
+            if grad is None:
+                raise CheckFailed(f"{cut} no gradient reaches {name} from {which} (a .detach(), .data, numpy "
+                                  f"or .item() on its path?). {why}")
+            if close(grad, ref, atol=1e-4, rtol=1e-3):
+                continue
             err = (grad.detach().double() - ref).abs().max().item()
-            raise CheckFailed(f"{cut} the gradient with respect to {name} differs from the reference "
-                              f"(largest error {err:.3g}): a .detach() on h between steps cuts the path "
-                              f"from h_T back to the earlier steps. {why}")
+            if which == "h_T":
+                raise CheckFailed(f"{cut} the gradient of h_T with respect to {name} differs from the "
+                                  f"reference (largest error {err:.3g}): a .detach() on h between steps cuts "
+                                  f"the path from h_T back to the earlier steps. {why}")
+            raise CheckFailed(f"{cut} the gradient that flows back through outputs, with respect to {name}, "
+                              f"differs from the reference (largest error {err:.3g}), while the one through "
+                              "h_T is right: are the states you stack the ones your loop computed, with "
+                              "their graph (not copies cut by .detach() or rebuilt by torch.tensor(...))? "
+                              "A model trained on every step backpropagates through outputs.")
 
 
 def check_rnn_unroll(rnn_unroll: Callable[..., tuple]) -> CheckResult:
@@ -310,10 +330,12 @@ def check_gradient_norms(gradient_norms: Callable[[Callable, torch.Tensor], torc
 
     def body() -> str:
         torch.manual_seed(303)  # the check's own models; the global RNG is restored below
-        cases = [(torch.nn.RNN, 3, 6, 3, 4), (torch.nn.GRU, 2, 5, 2, 3), (torch.nn.LSTM, 4, 4, 3, 2)]
-        for cls, B, T, D, H in cases:
-            model = _Model(cls(D, H, batch_first=True))
-            x = torch.randn(B, T, D)
+        # (module, B, T, D, H, dtype): the last in float64, whose norms stay float64
+        cases = [(torch.nn.RNN, 3, 6, 3, 4, torch.float32), (torch.nn.GRU, 2, 5, 2, 3, torch.float32),
+                 (torch.nn.LSTM, 4, 4, 3, 2, torch.float32), (torch.nn.RNN, 2, 5, 3, 3, torch.float64)]
+        for cls, B, T, D, H, dtype in cases:
+            model = _Model(cls(D, H, batch_first=True)).to(dtype)
+            x = torch.randn(B, T, D, dtype=dtype)
             got = _call_with_grad_hint(task, gradient_norms, model, x, forbid=MEASURED)
             ref, mistakes = _gradient_mistakes(model, x)
             if isinstance(got, torch.Tensor) and got.shape == (B, T):
@@ -321,8 +343,9 @@ def check_gradient_norms(gradient_norms: Callable[[Callable, torch.Tensor], torc
                                   f"{fmt_shape(got.shape)}; average over the batch to get (T,).")
             _diagnose(task, got, ref, mistakes)
             compare(task, got, ref,
-                    what=f"the vector of norms for the {cls.__name__} on x {fmt_shape(x.shape)}")
-        return f"an RNN, a GRU and an LSTM on {len(cases)} random batches"
+                    what=f"the vector of norms for the {cls.__name__} on "
+                         f"{'a float64 ' if dtype == torch.float64 else ''}x {fmt_shape(x.shape)}")
+        return f"an RNN, a GRU and an LSTM on {len(cases)} random batches, the last in float64"
 
     state = torch.get_rng_state()
     try:
@@ -457,9 +480,9 @@ def _as_rows(got: object) -> object:
 
 def _norm_mistakes(x: torch.Tensor, W_ih: torch.Tensor, W_hhs: list, ref: torch.Tensor) -> list:
     def sum_gradient(W_hh):  # the gradient of h_T.sum(): a single row-sum of the Jacobian
-        zeros = torch.zeros(W_hh.shape[0])
+        zeros = torch.zeros(W_hh.shape[0], dtype=x.dtype)
         xs = x.clone().requires_grad_(True)
-        _, h_T = _unroll(xs, torch.zeros(x.shape[0], W_hh.shape[0]), W_ih, W_hh, zeros, zeros)
+        _, h_T = _unroll(xs, torch.zeros(x.shape[0], W_hh.shape[0], dtype=x.dtype), W_ih, W_hh, zeros, zeros)
         return _by_distance(torch.autograd.grad(h_T.sum(), xs)[0].norm(dim=-1))
 
     return [
@@ -511,8 +534,10 @@ def check_measure_fading(measure_fading: Callable[..., tuple]) -> CheckResult:
     def body() -> str:
         g = torch.Generator().manual_seed(505)
         scales, (B, T, D, H) = (0.5, 1.0, 1.5, 2.0), (4, 10, 3, 6)
-        for amplitude in (TINY, 1.0):
+        # (input size, dtype): the last run in float64, whose norms stay float64
+        for amplitude, dtype in ((TINY, torch.float32), (1.0, torch.float32), (1.0, torch.float64)):
             x, W_ih, W_hhs = _experiment(g, scales, B, T, D, H, amplitude)
+            x, W_ih, W_hhs = x.to(dtype), W_ih.to(dtype), [W.to(dtype) for W in W_hhs]
             got = _call_with_grad_hint(task, measure_fading, x, W_ih, W_hhs, forbid=RNN_SHORTCUTS + MEASURED,
                                        cut_in="your rnn_unroll of task 1 (which the model runs) or your "
                                               "measurement")
@@ -522,8 +547,8 @@ def check_measure_fading(measure_fading: Callable[..., tuple]) -> CheckResult:
                     and not (isinstance(norms, torch.Tensor) and norms.shape == swapped.shape)):
                 raise CheckFailed(f"{task}: you returned (factors, norms); return (norms, factors), the "
                                   f"norms (S, T) = {fmt_shape(swapped.shape)} first.")
-            ref = torch.stack([_measured_norms(x, W_ih, W) for W in W_hhs]).float()  # (S, T)
-            what = f"at inputs of size {amplitude:g}"
+            ref = torch.stack([_measured_norms(x, W_ih, W) for W in W_hhs]).to(dtype)  # (S, T)
+            what = f"at inputs of size {amplitude:g}" + (", all in float64" if dtype == torch.float64 else "")
             _diagnose(task, norms, ref, _norm_mistakes(x, W_ih, W_hhs, ref))
             compare(task, norms, ref, atol=1e-7,
                     what=f"the matrix of norms {what} (row i: W_hhs[i], entry d: distance d)")
@@ -533,7 +558,7 @@ def check_measure_fading(measure_fading: Callable[..., tuple]) -> CheckResult:
             compare(task, factors, fitted, atol=0.0, rtol=1e-3, dtype=torch.float64,
                     what=f"the vector of factors {what} (the exp of the least-squares slope of log norm "
                          "against d)")
-        return (f"scales {', '.join(map(str, scales))}, at inputs of size {TINY:g} and 1: the norms and "
-                "the fitted factors")
+        return (f"scales {', '.join(map(str, scales))}, at inputs of size {TINY:g} and 1 (and 1 in float64): "
+                "the norms and the fitted factors")
 
     return run_check(task, body)

@@ -63,6 +63,10 @@ def _diagnose_weights(task: str, w: object, scores: torch.Tensor, mask: torch.Te
             _leak(task, w, mask)
         return
     if mask is not None:
+        if close(w, torch.softmax(scores, -1)):  # before the sign: padding that wins everywhere looks flipped
+            raise CheckFailed(f"{task}: the mask is ignored: padding positions still get weight. Fill "
+                              "their scores with -inf before the softmax "
+                              "(scores.masked_fill(~mask, float('-inf'))).")
         partial = mask.any(1) & (~mask).any(1)  # rows with real tokens and padding
         flipped = _masked_softmax(scores, ~mask)
         if partial.any() and close(w[partial].nan_to_num(0.0), flipped[partial]):
@@ -72,7 +76,14 @@ def _diagnose_weights(task: str, w: object, scores: torch.Tensor, mask: torch.Te
     nan_rows = torch.isnan(w).any(-1)
     if nan_rows.any():
         rows = nan_rows.nonzero()[:, 0].tolist()
-        if mask is not None and _renormalised(scores.to(dtype), mask, nan_rows):
+        mistake = _nan_mistake(scores.to(dtype), mask, nan_rows) if mask is not None else None
+        if mistake == "overflow":
+            raise CheckFailed(f"{task}: {what}: the weights of rows {rows} are NaN: exp of the padding's "
+                              "scores overflows to inf before you multiply by the mask (inf * 0 is NaN); "
+                              "subtracting the maximum of the real scores does not help where the padding "
+                              "scores more than about 88 above it. Fill the padding with -inf (or use "
+                              "torch.where(mask, ..., 0)) before exp.")
+        if mistake == "renormalised":
             raise CheckFailed(f"{task}: {what}: the weights of rows {rows} are NaN: you took the softmax "
                               "over every position, then zeroed the padding and divided by the sum. That "
                               "is right on paper, but where the padding scores far above a row's real "
@@ -90,10 +101,6 @@ def _diagnose_weights(task: str, w: object, scores: torch.Tensor, mask: torch.Te
                           "positions: take the softmax over the last axis (dim=-1), one distribution "
                           "per example.")
     if mask is not None:
-        if close(w, torch.softmax(scores, -1)):
-            raise CheckFailed(f"{task}: the mask is ignored: padding positions still get weight. Fill "
-                              "their scores with -inf before the softmax "
-                              "(scores.masked_fill(~mask, float('-inf'))).")
         if close(w, torch.softmax(scores, -1).masked_fill(~mask, 0.0)):
             raise CheckFailed(f"{task}: you applied the mask after the softmax, so each row's weights no "
                               "longer sum to 1. Fill the padding scores with -inf BEFORE the softmax.")
@@ -111,22 +118,26 @@ def _diagnose_weights(task: str, w: object, scores: torch.Tensor, mask: torch.Te
     compare(task, w, ref.to(dtype), what=what)
 
 
-def _renormalised(scores: torch.Tensor, mask: torch.Tensor, nan_rows: torch.Tensor) -> bool:
-    """Are ``nan_rows`` the rows that softmax, mask, renormalise turns into 0 / 0, and only they?
+def _nan_mistake(scores: torch.Tensor, mask: torch.Tensor, nan_rows: torch.Tensor) -> str | None:
+    """Which masked softmax gives NaN in exactly ``nan_rows``, and no other of the usual ones does?
 
-    The softmax written by hand without each row's maximum (one maximum for the batch, or none)
-    gives NaN in other rows of the checks' inputs; if its rows coincide, it is not this mistake.
+    "renormalised": softmax over every position, masked and renormalised (0 / 0 where the
+    padding scores far above the real tokens); "overflow": exp(scores - the real scores'
+    maximum) times the mask (exp overflows at the padding, inf * 0); None when neither, or when
+    the softmax written by hand without each row's maximum (one maximum for the batch, or
+    none) gives NaN in the same rows on these inputs.
     """
-    def rows(weights: torch.Tensor) -> torch.Tensor:
-        return torch.isnan(weights).any(-1)
+    def rows(e: torch.Tensor) -> torch.Tensor:
+        return torch.isnan(e / e.sum(-1, keepdim=True)).any(-1)
 
     filled = scores.masked_fill(~mask, float("-inf"))
-    exp_all = scores.exp() * mask
-    renormalised = torch.softmax(scores, -1) * mask
-    by_hand = [(filled - filled.max()).exp(), filled.exp(), exp_all]  # batch maximum, no maximum
-    if not torch.equal(rows(renormalised / renormalised.sum(-1, keepdim=True)), nan_rows):
-        return False
-    return not any(torch.equal(rows(e / e.sum(-1, keepdim=True)), nan_rows) for e in by_hand)
+    candidates = {"renormalised": torch.softmax(scores, -1) * mask,
+                  "overflow": (scores - filled.amax(-1, keepdim=True)).exp() * mask}
+    by_hand = [(filled - filled.max()).exp(), filled.exp(), scores.exp() * mask]  # batch maximum, no maximum
+    if any(torch.equal(rows(e), nan_rows) for e in by_hand):
+        return None
+    found = [name for name, e in candidates.items() if torch.equal(rows(e), nan_rows)]
+    return found[0] if len(found) == 1 else None
 
 
 def _leak(task: str, w: torch.Tensor, mask: torch.Tensor) -> None:
@@ -203,7 +214,11 @@ def _padded_keys(g: torch.Generator, query: torch.Tensor, lengths: list[int], ro
     - ``rows["high"]``: random real keys, padding keys along the query (scores about +150): a
       softmax over every position, masked and renormalised afterwards, gives 0 / 0 there;
     - ``rows["big"]`` (a full row): one real key scores 92, above exp's float32 range, so a
-      softmax without any maximum subtracted overflows there and only there.
+      softmax without any maximum subtracted overflows there and only there;
+    - ``rows["edge"]``: random real keys, padding keys that score 92 above the best of them:
+      exp(scores - the real maximum) overflows at the padding (and times the mask gives NaN),
+      while a softmax over every position still gives the real tokens tiny nonzero weights
+      (float32 reaches down to about 1e-45), so the two mistakes are told apart.
     """
     B, H = query.shape
     S = max(lengths)
@@ -224,6 +239,10 @@ def _padded_keys(g: torch.Generator, query: torch.Tensor, lengths: list[int], ro
         keys[b] = torch.where(mask[b, :, None], keys[b], 150.0 * along(b))
     if "big" in rows:
         keys[rows["big"], 0] = 92.0 * along(rows["big"])
+    if "edge" in rows:
+        b = rows["edge"]
+        best = (keys[b] @ query[b]).masked_fill(~mask[b], float("-inf")).max()
+        keys[b] = torch.where(mask[b, :, None], keys[b], (best + 92.0) * along(b))
     return keys, mask
 
 
@@ -235,8 +254,8 @@ def check_masked_dot_attention(fn: Callable) -> CheckResult:
         g = torch.Generator().manual_seed(304)
         # (lengths, rows that separate right from nearly right (see _padded_keys), padding keys):
         # full rows, rows of a single token
-        cases = [([6, 3, 1, 4], {"big": 0, "far": 1, "high": 3}, "random"), ([9, 2, 5], {}, "random"),
-                 ([3, 1], {}, "random"), ([5, 4, 1, 2, 5], {"far": 3}, "zeros")]
+        cases = [([6, 3, 1, 4], {"big": 0, "far": 1, "edge": 2, "high": 3}, "random"),
+                 ([9, 2, 5], {}, "random"), ([3, 1], {}, "random"), ([5, 4, 1, 2, 5], {"far": 3}, "zeros")]
         for i, (lengths, rows, pad_keys) in enumerate(cases):
             H = (5, 16, 4, 6)[i]
             query = torch.randn(len(lengths), H, generator=g)
@@ -328,6 +347,53 @@ def _diagnose_new_state(task: str, got: torch.Tensor, cell: nn.GRUCell, emb: tor
                               "attention context, the encoder states averaged with your weights.")
 
 
+def _check_step_gradients(task: str, fn: Callable, tokens: torch.Tensor, hidden: torch.Tensor,
+                          enc_outputs: torch.Tensor, mask: torch.Tensor, embed: nn.Embedding,
+                          cell: nn.GRUCell, where: str, g: torch.Generator) -> None:
+    """The step trains the decoder and the encoder: the new state's gradients must match the reference's.
+
+    The learner's step runs again on a previous state and encoder states that require grad;
+    the gradient of (new_hidden * u).sum(), for a random u, with respect to them, to the
+    embedding's and to the GRU cell's weights is compared with the float64 reference's.
+    """
+    why = ("The values are right, but this step is used for training: the loss backpropagates through "
+           "the new state into the GRU cell, the embedding, the previous state and, through the "
+           "attention, the encoder.")
+    hidden_in, enc_in = hidden.clone().requires_grad_(True), enc_outputs.clone().requires_grad_(True)
+    result = call(task, fn, tokens.clone(), hidden_in, enc_in, mask.clone(), embed, cell)
+    new_hidden, _ = unpack(task, result, ["new_hidden", "weights"])
+    if not new_hidden.requires_grad:
+        raise CheckFailed(f"{task}: {where} the new state carries no gradient: it was computed under "
+                          f"torch.no_grad(), or detached. {why} Compute without torch.no_grad() and "
+                          "without .detach().")
+    # the encoder states first: a cut in the attention also changes the gradient of hidden (the query)
+    names = ["enc_outputs", "hidden", "embed.weight", *(f"cell.{n}" for n, _ in cell.named_parameters())]
+    leaves = [enc_in, hidden_in, embed.weight, *cell.parameters()]
+    up = torch.randn(new_hidden.shape, generator=g)
+    grads = torch.autograd.grad((new_hidden * up).sum(), leaves, allow_unused=True)
+
+    cell64 = copy.deepcopy(cell).double()
+    ref_leaves = [enc_outputs.double().requires_grad_(True), hidden.double().requires_grad_(True),
+                  embed.weight.detach().double().requires_grad_(True), *cell64.parameters()]
+    k, h, emb_w = ref_leaves[:3]
+    weights = _masked_softmax((k @ h[:, :, None])[..., 0], mask)  # (B, S)
+    ref_new = cell64(torch.cat([nn.functional.embedding(tokens, emb_w), _attend(weights, k)], -1), h)
+    ref_grads = torch.autograd.grad((ref_new * up.double()).sum(), ref_leaves)
+
+    for name, grad, ref in zip(names, grads, ref_grads, strict=True):
+        path = {"enc_outputs": " (a .detach(), .data, .item() or numpy on the attention's scores, weights or "
+                               "context cuts the path from the new state back to the encoder)",
+                "hidden": " (a .detach() on the previous state, or on the scores it makes, cuts the path "
+                          "back to the earlier steps)"}.get(name, "")
+        if grad is None:
+            raise CheckFailed(f"{task}: {where} no gradient reaches {name} from the new state{path}. {why}")
+        if not close(grad, ref, atol=1e-4, rtol=1e-3):
+            err = (grad.detach().double() - ref).abs().max().item()
+            raise CheckFailed(f"{task}: {where} the gradient of the new state with respect to {name} differs "
+                              f"from the reference (largest error {err:.3g}): part of the step is cut from "
+                              f"the graph{path or ' (a .detach() or .data somewhere?)'}. {why}")
+
+
 def check_attention_decoder_step(fn: Callable) -> CheckResult:
     """Check ``fn(tokens, hidden, enc_outputs, mask, embed, cell) -> (new_hidden, weights)``.
 
@@ -340,7 +406,7 @@ def check_attention_decoder_step(fn: Callable) -> CheckResult:
         g = torch.Generator().manual_seed(305)
         # (lengths, D, H, rows that separate right from nearly right (see _padded_keys), padding
         # keys); V = 11 target tokens
-        cases = [([7, 1, 4, 6, 3], 6, 6, {"big": 0, "high": 2, "far": 3}, "random"),
+        cases = [([7, 1, 4, 6, 3], 6, 6, {"big": 0, "edge": 1, "high": 2, "far": 3}, "random"),
                  ([5, 2, 5, 1], 3, 8, {}, "zeros"), ([4, 6, 2], 5, 4, {"far": 2}, "zeros")]
         for i, (lengths, D, H, rows, pad_keys) in enumerate(cases):
             decoder, embed, cell = _decoder(11, D, H, seed=350 + i)
@@ -375,8 +441,9 @@ def check_attention_decoder_step(fn: Callable) -> CheckResult:
             _well_formed(task, new_hidden, ref_hidden.float(), f"the new state {where}")
             _diagnose_new_state(task, new_hidden, cell, emb, q, k, mask, ref_w, where)
             compare(task, new_hidden, ref_hidden.float(), what=f"the new state {where}")
+            _check_step_gradients(task, fn, tokens, hidden, enc_outputs, mask, embed, cell, where, g)
         return (f"{len(cases)} padded batches against RNNDecoder.step (D = H and D != H, single-token "
-                "rows, rows whose padding scores far above their real tokens)")
+                "rows, rows whose padding scores far above their real tokens): values and gradients")
 
     return run_check(task, body)
 

@@ -161,9 +161,13 @@ def check_attention_weights(attention_weights: Callable[..., tuple]) -> CheckRes
 
     def body() -> str:
         g = torch.Generator().manual_seed(4321)
-        cases = [((2, 3, 5, 4), 1.0), ((1, 4, 4, 8), 0.5), ((3, 2, 6, 2), 4.0), ((2, 5, 7, 4), 0.01)]
-        for (B, T, S, D), temperature in cases:
-            q, k = torch.randn(B, T, D, generator=g), torch.randn(B, S, D, generator=g)
+        # ((B, T, S, D), temperature, dtype): the last case in float64, whose results stay float64
+        cases = [((2, 3, 5, 4), 1.0, torch.float32), ((1, 4, 4, 8), 0.5, torch.float32),
+                 ((3, 2, 6, 2), 4.0, torch.float32), ((2, 5, 7, 4), 0.01, torch.float32),
+                 ((2, 3, 6, 4), 0.25, torch.float64)]
+        for (B, T, S, D), temperature, dtype in cases:
+            q = torch.randn(B, T, D, generator=g, dtype=dtype)
+            k = torch.randn(B, S, D, generator=g, dtype=dtype)
             got = call(task, attention_weights, q, k, temperature, forbid=SHORTCUTS["softmax"])
             weights, entropy = unpack(task, got, ["weights", "entropy"])
             if (isinstance(weights, torch.Tensor) and isinstance(entropy, torch.Tensor)
@@ -172,7 +176,8 @@ def check_attention_weights(attention_weights: Callable[..., tuple]) -> CheckRes
             scores = q.double() @ k.double().transpose(-2, -1)  # (B,T,D) @ (B,D,S) -> (B,T,S)
             w = torch.softmax(scores / temperature, dim=-1)  # float64: the exact reference
             _named_mistake(task, weights, w, _weight_mistakes(q, k, temperature))
-            what = f"for q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)} at temperature {temperature:g}"
+            kind = "float64 " if dtype == torch.float64 else ""
+            what = f"for {kind}q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)} at temperature {temperature:g}"
             if (isinstance(weights, torch.Tensor) and weights.shape == w.shape
                     and not torch.isfinite(weights).all()):
                 raise CheckFailed(f"{task}: the tensor of weights {what} holds NaN or infinity: exp "
@@ -180,10 +185,10 @@ def check_attention_weights(attention_weights: Callable[..., tuple]) -> CheckRes
                                   "maximum underflows to 0 / 0. Subtract each query's own maximum, "
                                   "scores.amax(-1, keepdim=True), before exp.")
             if not close(weights, w):  # sums, signs and axes first, then the values
-                check_distribution(task, weights, w.float(), what=f"the tensor of weights {what}")
-            compare(task, weights, w.float(), what=f"the tensor of weights {what}")
-            _check_entropy(task, entropy, w.float(), _entropy_bits(w), what=f"the entropy {what}")
+                check_distribution(task, weights, w.to(dtype), what=f"the tensor of weights {what}")
+            compare(task, weights, w.to(dtype), what=f"the tensor of weights {what}")
+            _check_entropy(task, entropy, w.to(dtype), _entropy_bits(w), what=f"the entropy {what}")
         return (f"{len(cases)} random (q, k) with T != S and T == S, at temperatures "
-                f"{', '.join(f'{t:g}' for _, t in cases)}")
+                f"{', '.join(f'{t:g}' for _, t, _ in cases)}, the last in float64")
 
     return run_check(task, body)
