@@ -123,7 +123,7 @@ def beam_right(scores, lengths, finished, log_probs, state, alpha):
     rank = total / length[:, None].float() ** alpha  # (K, V)
     _, index = rank.flatten().topk(K)  # (K,) best first
     beam, token = index // V, index % V
-    return total.flatten()[index], beam, token, state[beam]
+    return total.flatten()[index].to(scores.dtype), beam, token, state[beam]
 
 
 def beam_variant(*, finished="carry", running=True, normalise=True, longer=1, finished_longer=0, split=None,
@@ -152,7 +152,7 @@ def beam_variant(*, finished="carry", running=True, normalise=True, longer=1, fi
             index = index.flip(0)
         per_beam = V if split is None else split(K, V)
         beam, token = index // per_beam, index % per_beam
-        new = total.flatten()[index]
+        new = total.flatten()[index].to(scores.dtype)
         if returned == "ranks":
             new = rank.flatten()[index]
         elif returned == "float64":
@@ -219,6 +219,43 @@ def beam_swapped(scores, lengths, finished, log_probs, state, alpha):
     return new, token, beam, new_state
 
 
+def beam_always_float32(scores, lengths, finished, log_probs, state, alpha):
+    """The sums made in float32 whatever the dtype of scores (float64 scores come back float32)."""
+    new, beam, token, new_state = beam_right(scores.float(), lengths, finished, log_probs.float(), state,
+                                             alpha)
+    return new.float(), beam, token, new_state
+
+
+def beam_no_cast_back(scores, lengths, finished, log_probs, state, alpha):
+    """No cast back: float32 scores + float64 log_probs give float64 sums."""
+    new, beam, token, new_state = beam_right(scores, lengths, finished, log_probs, state, alpha)
+    return new.to(torch.promote_types(scores.dtype, log_probs.dtype)), beam, token, new_state
+
+
+def beam_finished_times_zero(scores, lengths, finished, log_probs, state, alpha):
+    """A finished beam's row multiplied by 0 (arithmetic masking): its -inf becomes NaN."""
+    K, V = log_probs.shape
+    carry = torch.full((V,), -1e30, dtype=log_probs.dtype)
+    carry[PAD] = 0.0
+    done = finished[:, None].to(log_probs.dtype)  # (K, 1)
+    total = scores[:, None] + log_probs * (1 - done) + done * carry  # (K, V)
+    rank = total / (lengths + (~finished).long())[:, None].to(total.dtype) ** alpha
+    _, index = rank.flatten().topk(K)
+    return total.flatten()[index].to(scores.dtype), index // V, index % V, state[index // V]
+
+
+def beam_state_sorted_again(scores, lengths, finished, log_probs, state, alpha):
+    """The ids from topk, the state from a second (stable) sort: ties may come out in another order."""
+    new, beam, token, _ = beam_right(scores, lengths, finished, log_probs, state, alpha)
+    K, V = log_probs.shape
+    carry = torch.full((V,), -math.inf, dtype=log_probs.dtype)
+    carry[PAD] = 0.0
+    total = scores[:, None] + torch.where(finished[:, None], carry, log_probs)
+    rank = total / (lengths + (~finished).long())[:, None].to(total.dtype) ** alpha
+    order = rank.flatten().sort(descending=True, stable=True).indices[:K]
+    return new, beam, token, state[order // V]
+
+
 def beam_three_values(scores, lengths, finished, log_probs, state, alpha):
     return beam_right(scores, lengths, finished, log_probs, state, alpha)[:3]
 
@@ -261,9 +298,21 @@ BEAM_MISTAKES = {
     "sorted by the plain sums": (beam_variant(order="sums"),
                                  "right candidates, but in the order of their plain sums"),
     "float ids": (beam_variant(ids=lambda i: i.float()), "should hold integer ids, got float32"),
-    "float64 scores": (beam_variant(returned="float64"), "is float64, expected float32"),
+    "float64 scores": (beam_variant(returned="float64"), "new_scores is float64, but scores is float32: "
+                                                         "return the new scores in the dtype of scores"),
     "state reordered in place": (beam_in_place_state, "changed its input `state` in place"),
     "log-probs masked in place": (beam_in_place_mask, "changed its input `log_probs` in place"),
+    "float32 new scores for float64 scores": (
+        beam_always_float32, r"new_scores is float32, but scores is float64: .*\(a \.float\(\)"),
+    "float64 new scores for float32 scores, float64 log-probs": (
+        beam_no_cast_back, r"scores float32 and log_probs float64: new_scores is float64, .* scores \+ "
+                           r"log_probs is promoted to float64 here, .* \.to\(scores\.dtype\)"),
+    "finished rows multiplied by 0": (beam_finished_times_zero,
+                                      r"is -inf: your function turned that -inf into NaN .* instead of "
+                                      "multiplying it by 0"),
+    "state from a second sort": (beam_state_sorted_again,
+                                 r"row \d+ of your new state is the state of beam \d+, but the beam you "
+                                 r"returned for candidate \d+ is beam\[\d+\] = \d+: .* state\[beam\[i\]\]"),
     "three values": (beam_three_values, r"return 4 values \(new_scores, beam, token, new_state\); got 3"),
 }
 
@@ -304,7 +353,7 @@ def beam_loops(scores, lengths, finished, log_probs, state, alpha):
             candidates.append((total / (lengths[b] + 1) ** alpha, total, b, t))
     best = sorted(candidates, key=lambda c: -c[0].item())[:K]
     beam = torch.tensor([c[2] for c in best])
-    return [torch.stack([c[1] for c in best]), beam, torch.tensor([c[3] for c in best]),
+    return [torch.stack([c[1] for c in best]).to(scores.dtype), beam, torch.tensor([c[3] for c in best]),
             torch.stack([state[b] for b in beam])]
 
 
@@ -319,7 +368,7 @@ def beam_gather(scores, lengths, finished, log_probs, state, alpha):
     beam = torch.div(index, V, rounding_mode="floor").int()
     token = (index - beam * V).int()
     new_state = state.gather(0, beam.long()[:, None, None].expand(-1, *state.shape[1:]))
-    return total.view(-1).gather(0, index), beam, token, new_state
+    return total.view(-1).gather(0, index).to(scores.dtype), beam, token, new_state
 
 
 def beam_other_ties(scores, lengths, finished, log_probs, state, alpha):
@@ -331,9 +380,25 @@ def beam_other_ties(scores, lengths, finished, log_probs, state, alpha):
     return new, beam, token, state.index_select(0, beam)
 
 
+def beam_two_pools(scores, lengths, finished, log_probs, state, alpha):
+    """Extensions (K * V) and carries (K) as two pools of candidates, joined, topk; the ids by torch.where."""
+    K, V = log_probs.shape
+    grown = (scores[:, None] + log_probs).masked_fill(finished[:, None], -math.inf)  # (K, V)
+    kept = scores.masked_fill(~finished, -math.inf)  # (K,): a finished beam, carried as it is
+    ranks = torch.cat([(grown / (lengths + 1)[:, None].to(grown.dtype) ** alpha).flatten(),
+                       kept / lengths.to(kept.dtype) ** alpha])
+    sums = torch.cat([grown.flatten(), kept.to(grown.dtype)])
+    _, index = ranks.topk(K)
+    carried = index >= K * V
+    beam = torch.where(carried, index - K * V, index // V)
+    token = torch.where(carried, torch.full_like(index, PAD), index % V)
+    return sums[index].to(scores.dtype), beam, token, state[beam]
+
+
 @pytest.mark.parametrize("fn", [beam_right, beam_float64, beam_loops, beam_gather, beam_other_ties,
-                                beam_variant(ids=lambda i: i.to(torch.int32))],
-                         ids=["topk", "float64 inside", "loops", "gather", "other tie-breaks", "int32 ids"])
+                                beam_variant(ids=lambda i: i.to(torch.int32)), beam_two_pools],
+                         ids=["topk", "float64 inside", "loops", "gather", "other tie-breaks", "int32 ids",
+                              "two pools"])
 def test_beam_step_accepts_right_answers_written_differently(fn, capsys):
     assert checks.check_beam_step(fn)
     assert "[x] beam_step" in capsys.readouterr().out

@@ -71,6 +71,19 @@ def _masked_assignment(x, t, k):
     return torch.softmax(x / t, -1)
 
 
+def _exp_without_the_maximum(x, t, k):
+    """A softmax by hand that does not subtract the maximum: exp overflows float32 above about 88."""
+    e = torch.exp(_filtered(x / t, k))
+    return e / e.sum(-1, keepdim=True)
+
+
+def _one_maximum_for_the_batch(x, t, k):
+    """A softmax by hand that subtracts the batch's maximum: a row far below it underflows to 0 / 0."""
+    z = _filtered(x / t, k)
+    e = torch.exp(z - z.max())
+    return e / e.sum(-1, keepdim=True)
+
+
 SAMPLER_MISTAKES = {
     "no temperature": (lambda x, t, k: torch.softmax(_filtered(x, k), -1), "temperature has no effect"),
     "multiplies by the temperature": (lambda x, t, k: _sampler(x * t * t, t, k),
@@ -107,6 +120,11 @@ SAMPLER_MISTAKES = {
     "always returns float32": (lambda x, t, k: _sampler(x, t, k).float(),
                                r"logits \(3, 8\) of dtype float64.*is float32, expected float64"),
     "returns a list": (lambda x, t, k: _sampler(x, t, k).tolist(), "should be a torch.Tensor, got list"),
+    "softmax by hand without the maximum": (_exp_without_the_maximum,
+                                            r"largest logit / temperature is 100: exp of it overflows "
+                                            r"float32 .* Subtract each row's maximum before exp"),
+    "softmax by hand, one maximum for the batch": (_one_maximum_for_the_batch,
+                                                   "did you subtract one maximum for the whole batch"),
 }
 
 
@@ -138,6 +156,17 @@ def _scatter(x, t, k):
         top = z.topk(k, dim=-1)
         z = torch.full_like(z, -math.inf).scatter(-1, top.indices, top.values)
     return z.softmax(-1)
+
+
+def _exactly_k_last_ties(x, t, k):
+    """Exactly k kept, ties at the k-th largest cut the other way: the last tied tokens, not the first."""
+    z = x / t
+    if k is None:
+        return torch.softmax(z, -1)
+    V = x.shape[-1]
+    order = z.flip(-1).argsort(dim=-1, descending=True, stable=True)[..., :k]  # ties: the last first
+    keep = torch.zeros_like(z, dtype=torch.bool).scatter(-1, V - 1 - order, True)
+    return torch.softmax(z.masked_fill(~keep, -math.inf), -1)
 
 
 def _renormalise_after(x, t, k):
@@ -176,7 +205,10 @@ SAMPLER_RIGHT = {
     "filter, then divide by the temperature": _filter_then_scale,
     "sort and torch.where": _sorted_rows,
     "a loop over the rows": _row_by_row,
-    "scatter into -inf": _scatter,
+    # ties at the k-th largest (the check's last case): keeping all of them, as the answers above do,
+    # and keeping exactly k, whichever k, are both right (the task's text says so)
+    "scatter into -inf (exactly k at a tie)": _scatter,
+    "exactly k, the last tied tokens": _exactly_k_last_ties,
     "kthvalue, renormalised after the softmax": _renormalise_after,
     "float64 inside, cast back": _float64_inside,
     "a very negative fill": _very_negative_fill,
@@ -187,6 +219,16 @@ SAMPLER_RIGHT = {
 def test_sampler_check_accepts_right_answers(name, capsys):
     assert checks.check_sampling_probs(SAMPLER_RIGHT[name])
     assert "[x] sampling_probs" in capsys.readouterr().out
+
+
+def test_sampler_check_has_ties_that_the_right_answers_cut_differently():
+    from transformer_course.checks.gpt import _FIXED_CASES
+
+    rows, t, k = _FIXED_CASES[-1]
+    x = torch.tensor(rows)
+    kept = [(fn(x, t, k) > 0).sum(-1).tolist() for fn in (_sampler, _scatter, _exactly_k_last_ties)]
+    assert kept[0] != kept[1] == [k] * len(rows)  # all the ties, or exactly k
+    assert not torch.equal(_scatter(x, t, k), _exactly_k_last_ties(x, t, k))
 
 
 @pytest.mark.parametrize("name", SAMPLER_MISTAKES)

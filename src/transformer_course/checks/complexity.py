@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..attention import MultiHeadAttention
-from ..measure import fit_exponent, peak_memory
+from ..measure import AllocationTracker, fit_exponent, peak_memory
 from ._core import CheckFailed, CheckResult, as_float, call, run_check, unpack
 
 __all__ = ["check_predict_memory_growth", "check_memory_growth"]
@@ -32,16 +32,34 @@ CONCLUSION_TOLERANCE = 0.05  # the GiB at n = FAR: within 5% of the learner's ow
 REGIME = 4  # the check's large-n regime: n >= REGIME * d_model, where the (n, n) weights dominate
 
 
-def _attention(d_model: int, n_heads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+class _SelfAttention(nn.Module):
     """The course's seeded MultiHeadAttention as self-attention, x (1, n, D) -> (1, n, D)."""
-    with torch.random.fork_rng(devices=[]):  # nn.Linear draws its initial weights globally
-        torch.manual_seed(0)
-        layer = MultiHeadAttention(d_model, n_heads)
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return layer(x, x, x)[0]
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):  # nn.Linear draws its initial weights globally
+            torch.manual_seed(0)
+            self.layer = MultiHeadAttention(d_model, n_heads)
 
-    return forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x, x, x)[0]
+
+
+def _attention(d_model: int, n_heads: int) -> nn.Module:
+    return _SelfAttention(d_model, n_heads)
+
+
+class _Watched(nn.Module):
+    """The layer the learner gets: it notes, at each call, whether autograd was on."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+        self.grad_on: list[bool] = []  # one entry per call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.grad_on.append(torch.is_grad_enabled())
+        return self.layer(x)
 
 
 def _feed_forward(d_model: int) -> nn.Module:
@@ -74,6 +92,19 @@ def _measured_factors() -> tuple[float, float]:
     return peaks[b] / peaks[a], peaks[d] / peaks[c]
 
 
+def _with_grad(forward: Callable[[torch.Tensor], torch.Tensor], d_model: int,
+               lengths: Sequence[int]) -> list[int]:
+    """Peak bytes of forward(x) with autograd on, as a measurement without torch.no_grad gets them."""
+    peaks = []
+    for n in lengths:
+        x = torch.zeros(1, n, d_model)  # (1, n, D)
+        with torch.enable_grad(), AllocationTracker() as tracker:
+            result = forward(x)
+            del result
+        peaks.append(tracker.peak)
+    return peaks
+
+
 def _near(got: float, value: float) -> bool:
     return abs(got - value) <= PREDICTION_TOLERANCE * abs(value)
 
@@ -83,7 +114,10 @@ def check_predict_memory_growth(fn: Callable[[], tuple]) -> CheckResult:
     task = "predict_memory_growth"
 
     def body() -> str:
-        got = unpack(task, call(task, fn), ("small", "large"))
+        got = call(task, fn)
+        if isinstance(got, np.ndarray) and got.ndim == 1:  # an array of the two numbers will do
+            got = got.tolist()
+        got = unpack(task, got, ("small", "large"))
         small, large = (as_float(task, value, f"the factor `{name}`")
                         for value, name in zip(got, ("small", "large"), strict=True))
         m_small, m_large = _measured_factors()
@@ -135,13 +169,26 @@ def _numbers(task: str, got: object, n: int, what: str) -> list[float]:
 
 
 def _diagnose_peaks(task: str, where: str, got: list[float], ref: list[int], lengths: Sequence[int],
-                    d_model: int) -> None:
+                    d_model: int, layer: _Watched) -> None:
+    """Name the mistake in the learner's peaks; ``layer.grad_on`` says how its calls of forward ran."""
     if got == ref:
         return
     i = next(i for i, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b)
     n = lengths[i]
     at = f"{where} at n = {n} you measured {got[i]:g}, the check {ref[i]} bytes"
-    if all(a == b + 4 * m * d_model for a, b, m in zip(got, ref, lengths, strict=True)):
+    x_inside = all(a == b + 4 * m * d_model for a, b, m in zip(got, ref, lengths, strict=True))
+    # autograd keeps the tensors a backward pass needs: for attention, as many bytes as x has
+    grad = any(layer.grad_on) and got == _with_grad(layer.layer, d_model, lengths)
+    if grad and x_inside and not all(layer.grad_on):  # both read alike: some calls ran without autograd
+        raise CheckFailed(f"{task}: {at}: yours are larger by 4 * n * d_model bytes at every n, the bytes of "
+                          "x. Either x was made inside the measurement (make it before, and measure only "
+                          "the call forward(x)), or forward ran with autograd on (measure under "
+                          "torch.no_grad(), as measure.peak_memory does).")
+    if grad:
+        raise CheckFailed(f"{task}: {at}: your calls of forward ran with autograd on, which keeps alive the "
+                          "tensors a backward pass would need. Measure under torch.no_grad(), as "
+                          "measure.peak_memory(lambda: forward(x)) does.")
+    if x_inside:
         raise CheckFailed(f"{task}: {at}: yours are larger by the bytes of x, 4 * n * d_model, at every n. "
                           "Make x before measuring, and measure only the call forward(x).")
     for scale, unit in ((2**20, "MiB"), (1e6, "MB"), (GIB, "GiB"), (1e9, "GB"), (1 / 8, "bits")):
@@ -151,6 +198,10 @@ def _diagnose_peaks(task: str, where: str, got: list[float], ref: list[int], len
     if all(math.isclose(a, 2 * b, rel_tol=0.15) for a, b in zip(got, ref, strict=True)):
         raise CheckFailed(f"{task}: {at}: about twice the check's at every n, as for a batch of 2: measure "
                           "one sequence, x of shape (1, n, d_model).")
+    if got == sorted(ref) and list(lengths) != sorted(lengths):
+        raise CheckFailed(f"{task}: {at}: you returned the peaks in increasing order, but the lengths are "
+                          "not sorted here: return them in the order of `lengths`, peaks[i] measured at "
+                          "lengths[i].")
     if sorted(got) == sorted(ref):
         raise CheckFailed(f"{task}: {at}: the right numbers in the wrong order; keep the order of `lengths`.")
     raise CheckFailed(f"{task}: {at}. Measure with measure.peak_memory(lambda: forward(x)), with x of "
@@ -198,7 +249,9 @@ def _check_exponent(task: str, where: str, got: float, lengths: Sequence[int], p
 def _check_conclusion(task: str, where: str, got: float, exponent: float, lengths: Sequence[int],
                       peaks: Sequence[int]) -> None:
     """The GiB at n = FAR, extrapolated from the largest length with the learner's own exponent."""
-    last, n_last = peaks[-1], lengths[-1]
+    largest = max(range(len(lengths)), key=lengths.__getitem__)
+    smallest = min(range(len(lengths)), key=lengths.__getitem__)
+    last, n_last = peaks[largest], lengths[largest]
     expected = last * (FAR / n_last) ** exponent / GIB
     if math.isclose(got, expected, rel_tol=CONCLUSION_TOLERANCE):
         return
@@ -206,11 +259,16 @@ def _check_conclusion(task: str, where: str, got: float, exponent: float, length
              (last * (FAR / n_last) ** exponent / 1e9, "that is GB (10^9 bytes); return GiB, bytes / 2**30."),
              (last * (FAR / n_last) ** 2 / GIB, "you extrapolated with the exponent 2; use your fitted "
                                                "exponent, the conclusion of your own measurement."),
-             (peaks[0] * (FAR / lengths[0]) ** exponent / GIB, "you extrapolated from the smallest length, "
-                                                              "outside the regime you fitted; extrapolate "
-                                                              "from the largest one."),
+             (peaks[smallest] * (FAR / lengths[smallest]) ** exponent / GIB,
+              "you extrapolated from the smallest length, outside the regime you fitted; extrapolate from "
+              "the largest one."),
              (last * FAR / n_last * exponent / GIB, "you multiplied by exponent * (32768 / n); the power "
                                                     "law scales by (32768 / n) ** exponent.")]
+    if largest != len(lengths) - 1:
+        wrong.append((peaks[-1] * (FAR / lengths[-1]) ** exponent / GIB,
+                      f"you extrapolated from the last length, n = {lengths[-1]}, but the lengths are not "
+                      f"sorted here: extrapolate from the largest one, n = {n_last} (max(lengths)), in the "
+                      "regime you fitted."))
     for value, why in wrong:
         if math.isclose(got, value, rel_tol=CONCLUSION_TOLERANCE):
             raise CheckFailed(f"{task}: {where} you concluded {got:.4g} GiB at n = {FAR}: {why}")
@@ -219,11 +277,12 @@ def _check_conclusion(task: str, where: str, got: float, exponent: float, length
                       f"(right means within {CONCLUSION_TOLERANCE:.0%}).")
 
 
-def _measure_cases() -> list[tuple[str, Callable, int, list[int]]]:
+def _measure_cases() -> list[tuple[str, nn.Module, int, list[int]]]:
     doubling = [8 * 2**i for i in range(9)]  # 8 ... 2048
+    shuffled = [512, 2048, 16, 128, 1024, 32, 256, 64]  # 16 ... 2048, unsorted: the last is not the largest
     return [("self-attention (d_model 64, 4 heads)", _attention(64, 4), 64, doubling),
             ("a feed-forward layer (d_model 64)", _feed_forward(64), 64, doubling),
-            ("self-attention (d_model 32, 2 heads)", _attention(32, 2), 32, doubling[1:])]
+            ("self-attention (d_model 32, 2 heads)", _attention(32, 2), 32, shuffled)]
 
 
 @functools.cache  # exact and deterministic: measured once per session
@@ -239,17 +298,21 @@ def check_memory_growth(fn: Callable) -> CheckResult:
     def body() -> str:
         cases = _measure_cases()
         for case, (name, forward, d_model, lengths) in enumerate(cases):
-            where = f"for {name}, lengths {lengths[0]} to {lengths[-1]}:"
-            got = call(task, fn, forward, d_model, list(lengths))
+            span = (f"lengths {lengths[0]} to {lengths[-1]}" if lengths == sorted(lengths) else
+                    f"lengths {lengths} (in this order)")
+            where = f"for {name}, {span}:"
+            layer = _Watched(forward)
+            got = call(task, fn, layer, d_model, list(lengths))
             peaks, exponent, gib = unpack(task, got, ("peaks", "exponent", "gib"))
             peaks = _numbers(task, peaks, len(lengths), f"{where} peaks")
             ref = _reference_peaks(case)
-            _diagnose_peaks(task, where, peaks, ref, lengths, d_model)
+            _diagnose_peaks(task, where, peaks, ref, lengths, d_model, layer)
             exponent = as_float(task, exponent, "the exponent")
             _check_exponent(task, where, exponent, lengths, ref, d_model)
             gib = as_float(task, gib, "the GiB at n = 32768")
             _check_conclusion(task, where, gib, exponent, lengths, ref)
-        return (f"{len(cases)} layers (attention: exponent near 2 at large n; feed-forward: 1), the peaks "
+        return (f"{len(cases)} layers (attention: exponent near 2 at large n; feed-forward: 1; lengths "
+                "sorted and not), the peaks "
                 f"exact, the exponent within {EXPONENT_TOLERANCE}, the GiB at n = {FAR} within "
                 f"{CONCLUSION_TOLERANCE:.0%} of your fit's extrapolation")
 

@@ -125,10 +125,11 @@ _CARRY_TOKENS = (PAD, EOS)
 
 
 class _BeamCase(NamedTuple):
-    scores: torch.Tensor    # (K,) float32: each beam's summed log-probability so far
+    scores: torch.Tensor    # (K,) float32 or float64: each beam's summed log-probability so far
     lengths: torch.Tensor   # (K,) int64: tokens so far, <eos> included
     finished: torch.Tensor  # (K,) bool: the beam ended in <eos>
-    log_probs: torch.Tensor  # (K, V) float32: the model's next-token log-probabilities
+    log_probs: torch.Tensor  # (K, V) float32 or float64: the next-token log-probabilities (-inf in
+                            # finished beams' rows: the task ignores them)
     cache: torch.Tensor     # (K, t, D) float32: each beam's decoder state, one row per beam
     alpha: float
 
@@ -178,7 +179,8 @@ def _is_best(beam: list[int], token: list[int], ranks: torch.Tensor) -> bool:
 
 def _beam_case(g: torch.Generator, K: int, V: int, t: int, alpha: float,
                finished: dict[int, tuple[int, float]], copy: tuple[int, int] | None = None,
-               peaked: int | None = None, D: int = 3) -> _BeamCase:
+               peaked: int | None = None, D: int = 3, dtype: torch.dtype = torch.float32,
+               log_probs_dtype: torch.dtype | None = None) -> _BeamCase:
     """Random log-probs and scores, with finished beams placed among the candidates, and tied beams.
 
     ``finished`` maps a beam to (its length, a ratio): its ranking score is the ratio times the
@@ -186,7 +188,10 @@ def _beam_case(g: torch.Generator, K: int, V: int, t: int, alpha: float,
     among the best, 1.05 just out of the K best, 3 far out (unless a mistake rewards its
     shortness). ``copy = (a, b)``: beam b is a copy of beam a (score, length, log-probs; its own
     state), so their candidates tie. ``peaked``: that beam is sure of its next token but far
-    behind the others, so that ranking by the log-probabilities alone picks it.
+    behind the others, so that ranking by the log-probabilities alone picks it. Each finished
+    beam's row of log-probabilities holds -inf at its least likely token other than <pad> (a row
+    the task ignores; multiplied by 0 it would give NaN). ``dtype`` is the scores' dtype,
+    ``log_probs_dtype`` the log-probabilities' (default: the same).
     """
     log_probs = torch.log_softmax(torch.randn(K, V, generator=g) * 2, -1)  # (K, V)
     scores = -(0.6 * t + torch.rand(K, generator=g) * 2)  # (K,): the running sums differ between beams
@@ -204,7 +209,10 @@ def _beam_case(g: torch.Generator, K: int, V: int, t: int, alpha: float,
     kth = _candidates(case, finished="drop")[1].flatten().sort(descending=True).values[K - 1]
     for k, (n, ratio) in finished.items():
         scores[k] = float(ratio * kth) * n**alpha
-    return case
+        others = log_probs[k].clone()
+        others[list(_CARRY_TOKENS)] = math.inf
+        log_probs[k, int(others.argmin())] = -math.inf
+    return case._replace(scores=scores.to(dtype), log_probs=log_probs.to(log_probs_dtype or dtype))
 
 
 def _beam_cases() -> list[_BeamCase]:
@@ -217,14 +225,21 @@ def _beam_cases() -> list[_BeamCase]:
         _beam_case(g, K=3, V=9, t=3, alpha=0.0, finished={0: (2, 0.9)}),
         _beam_case(g, K=5, V=6, t=2, alpha=1.0, finished={}),
         _beam_case(g, K=2, V=8, t=6, alpha=0.6, finished={0: (4, 0.9)}),
+        # new_scores come back in the dtype of scores, whatever the dtype of log_probs
+        _beam_case(g, K=4, V=6, t=3, alpha=0.6, finished={1: (2, 0.8)}, dtype=torch.float64),
+        _beam_case(g, K=3, V=7, t=4, alpha=1.0, finished={2: (3, 0.7)}, log_probs_dtype=torch.float64),
     ]
 
 
 def _where(case: _BeamCase) -> str:
     K, V = case.log_probs.shape
     done = case.finished.nonzero().flatten().tolist()
+    dtypes = {str(x.dtype).removeprefix("torch.") for x in (case.scores, case.log_probs)}
+    kind = "" if dtypes == {"float32"} else (
+        f", scores {str(case.scores.dtype).removeprefix('torch.')} and log_probs "
+        f"{str(case.log_probs.dtype).removeprefix('torch.')}")
     return (f"for K={K} beams (finished: {', '.join(map(str, done)) or 'none'}; lengths "
-            f"{case.lengths.tolist()}), V={V}, alpha={case.alpha:g}:")
+            f"{case.lengths.tolist()}), V={V}, alpha={case.alpha:g}{kind}:")
 
 
 def _ids(task: str, where: str, got: object, name: str, K: int) -> list[int]:
@@ -318,10 +333,11 @@ def _one_per_beam(case: _BeamCase, beam: list[int], token: list[int]) -> bool:
 
 
 def _diagnose_pairs(task: str, where: str, case: _BeamCase, beam: list[int], token: list[int],
-                    raw_token: list[int]) -> None:
+                    raw_token: list[int], new_scores: object = None) -> None:
     """Return when the (beam, token) pairs are the K best candidates; else name the mistake.
 
-    ``token`` holds the learner's tokens with <eos> carries written as <pad>, ``raw_token`` them as given.
+    ``token`` holds the learner's tokens with <eos> carries written as <pad>, ``raw_token`` them as
+    given; ``new_scores`` the learner's (NaN where a -inf became NaN).
     """
     K, V = case.log_probs.shape
     ranks = _candidates(case)[1]  # (K, V)
@@ -329,9 +345,23 @@ def _diagnose_pairs(task: str, where: str, case: _BeamCase, beam: list[int], tok
         return
     _diagnose_split(task, where, case, beam, raw_token)
     free = _is_best(beam, token, _candidates(case, finished="free")[1])  # every token at no cost
+    nan = (new_scores.detach().isnan().tolist() if isinstance(new_scores, torch.Tensor)
+           and new_scores.shape == (K,) and new_scores.is_floating_point() else [False] * K)
     for k in case.finished.nonzero().flatten().tolist():
         mine = [t for b, t in zip(beam, token, strict=True) if b == k]
         grown = [t for t in mine if t not in _CARRY_TOKENS]
+        # a -inf of the ignored row kept: it became NaN (the learner's score says so, or no other
+        # reading, such as every token of a finished beam at no cost, fits)
+        lost = [t for i, (b, t) in enumerate(zip(beam, token, strict=True))
+                if b == k and t in grown and 0 <= t < V and case.log_probs[k, t] == -math.inf
+                and (nan[i] or not free)]
+        if lost:
+            raise CheckFailed(f"{task}: {where} you kept (beam {k}, token {lost[0]}), where beam {k} is "
+                              f"finished and log_probs[{k}, {lost[0]}] is -inf: your function turned that "
+                              "-inf into NaN (0 * -inf, or -inf - -inf, is NaN), and topk ranks NaN above "
+                              "everything. A finished beam's row of log_probs is ignored: replace it with "
+                              "torch.where or masked_fill (-inf everywhere, 0 at <pad>) instead of "
+                              "multiplying it by 0.")
         if grown and not (free and len(mine) > 1):
             raise CheckFailed(f"{task}: {where} beam {k} is finished (it ended in <eos>), but your function "
                               f"extended it by token {grown[0]}: a finished hypothesis is carried forward "
@@ -388,7 +418,17 @@ def _diagnose_scores(task: str, where: str, case: _BeamCase, new_scores: object,
     for value, why in wrong:
         if close(new_scores, value.float(), atol=1e-5) and not close(value, want, atol=1e-5):
             raise CheckFailed(f"{task}: {where} {why}")
-    compare(task, new_scores, want.to(case.scores.dtype), what=f"the new scores {where}")
+    dtype = case.scores.dtype
+    if (isinstance(new_scores, torch.Tensor) and new_scores.is_floating_point()
+            and new_scores.dtype != dtype):
+        name, got = (str(d).removeprefix("torch.") for d in (dtype, new_scores.dtype))
+        why = (f"scores + log_probs is promoted to {got} here, as log_probs is {got}: cast the sums back"
+               if new_scores.dtype == case.log_probs.dtype != dtype else
+               f"something in your function (a .float(), a table made without dtype=, or a {got} "
+               "constant) changed it: make the sums from scores, or cast them back")
+        raise CheckFailed(f"{task}: {where} new_scores is {got}, but scores is {name}: return the new scores "
+                          f"in the dtype of scores; {why} with .to(scores.dtype).")
+    compare(task, new_scores, want.to(dtype), what=f"the new scores {where}")
 
 
 def _best_first(ranks: torch.Tensor, beam: list[int] | torch.Tensor, token: list[int] | torch.Tensor) -> bool:
@@ -426,6 +466,16 @@ def _diagnose_state(task: str, where: str, case: _BeamCase, new_cache: object, b
         if int(t.max()) < len(case.cache) and close(new_cache, case.cache[t]):
             raise CheckFailed(f"{task}: {where} the state was reordered by the token ids: pick its rows by "
                               "the beam ids, state[beam] (each beam has its own state, tokens do not).")
+        rows = [next((j for j in range(len(case.cache)) if close(new_cache[i], case.cache[j])), None)
+                for i in range(len(b))]  # which beam's state each of the learner's rows is
+        if None not in rows:
+            i = next(i for i, j in enumerate(rows) if j != int(b[i]))
+            raise CheckFailed(f"{task}: {where} row {i} of your new state is the state of beam {rows[i]}, "
+                              f"but the beam you returned for candidate {i} is beam[{i}] = {int(b[i])}: "
+                              "row i of the new state must be state[beam[i]], for the very beams you "
+                              "returned. (Did you choose the candidates twice, once for the ids and once for "
+                              "the state? Ties may come out in another order: index the state with your beam "
+                              "ids.)")
     compare(task, new_cache, want, what=f"the reordered state {where}")
 
 
@@ -448,7 +498,7 @@ def _check_one_step(task: str, fn: Callable, case: _BeamCase) -> None:
     beam_ids, token_ids = _ids(task, where, beam, "beam", K), _ids(task, where, token, "token", K)
     # a finished beam may be carried by <eos> as well as by <pad>: the reference's candidate is <pad>
     carried = _carried(case, beam_ids, token_ids)
-    _diagnose_pairs(task, where, case, beam_ids, carried, token_ids)
+    _diagnose_pairs(task, where, case, beam_ids, carried, token_ids, new_scores)
     b, t = torch.tensor(beam_ids), torch.tensor(carried)
     _diagnose_scores(task, where, case, new_scores, b, t)
     _diagnose_order(task, where, case, b, t)
@@ -475,6 +525,6 @@ def check_beam_step(fn: Callable) -> CheckResult:
         if unclear:
             raise unclear[0]
         return (f"{len(cases)} beam steps (K = 2 to 8 beams, finished ones among them, tied candidates, "
-                "alpha 0, 0.6 and 1)")
+                "alpha 0, 0.6 and 1, float32 and float64 scores)")
 
     return run_check(task, body)

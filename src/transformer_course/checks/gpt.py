@@ -44,6 +44,16 @@ _SAMPLING_CASES = [((4, 9), 0.5, None, torch.float32), ((4, 9), 2.0, 3, torch.fl
                    ((3, 7), 0.8, 7, torch.float32), ((5, 10), 1.0, 4, torch.float32),
                    ((3, 8), 1.2, 3, torch.float64)]
 
+# (float32 logits, temperature, top_k), after the random cases. Logits / temperature up to 100:
+# exp overflows float32 above about 88, so a softmax by hand must subtract each row's maximum (a
+# row 200 below the other's maximum underflows to 0 / 0 if it subtracts one maximum for the batch).
+# Then ties at the k-th largest: keeping all the tied logits or exactly k of them are both right.
+_FIXED_CASES = [([[100.0, 90.0, 80.0, 0.0], [-100.0, -110.0, -120.0, -130.0], [3.0, 1.0, 0.0, -2.0]], 1.0,
+                 None),
+                ([[50.0, 40.0, 0.0, -5.0], [10.0, 9.0, -3.0, -4.0]], 0.5, 2),
+                ([[3.0, 1.0, 1.0, 0.0, -1.0, 1.0], [2.0, 2.0, 2.0, 0.0, -1.0, -3.0],
+                  [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]], 1.0, 2)]
+
 
 def _top(x: torch.Tensor, k: int, dim: int = -1, largest: bool = True) -> torch.Tensor:
     """True at the k largest (or smallest) entries along ``dim``; nothing for k = 0."""
@@ -99,11 +109,61 @@ def _sampler_mistakes(x: torch.Tensor, t: float, k: int | None) -> list[tuple[to
     return wrong
 
 
-def _diagnose_kept(task: str, where: str, got: torch.Tensor, x: torch.Tensor, k: int) -> None:
-    """Name the mistake in which tokens keep probability (> 0); rows with NaN keep none."""
+def _kept(got: torch.Tensor) -> torch.Tensor:
+    """(..., V) bool: the tokens the learner gave probability (> 0); rows with NaN or inf keep none."""
     p = got.detach().double()
-    kept = (p > 0) & torch.isfinite(p).all(-1, keepdim=True)  # (..., V)
-    if torch.equal(kept, _top(x, k)):
+    return (p > 0) & torch.isfinite(p).all(-1, keepdim=True)
+
+
+def _keep(got: object, x: torch.Tensor, k: int | None) -> torch.Tensor:
+    """(..., V) bool: the tokens a right answer keeps; at a tie with the k-th largest, the learner's choice.
+
+    Every logit >= the k-th largest (the ties kept, as gpt.top_k_filter does), or, in the rows
+    where the learner kept exactly k tokens, all above the k-th largest and some tied with it
+    (a scatter of topk's indices): both are right.
+    """
+    if k is None:
+        return torch.ones_like(x, dtype=torch.bool)
+    ties = _top(x, k)  # (..., V): >= the k-th largest
+    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+        return ties
+    above = x > x.topk(k, dim=-1).values[..., -1:]  # (..., V)
+    kept = _kept(got)
+    exactly_k = ((kept.sum(-1) == k) & ~(kept & ~ties).any(-1) & ~(above & ~kept).any(-1))[..., None]
+    return torch.where(exactly_k, kept, ties)
+
+
+def _diagnose_nan(task: str, where: str, got: torch.Tensor, z: torch.Tensor, dtype: torch.dtype) -> None:
+    """Name an unsafe softmax: NaN where the reference ``softmax(z)`` has none (z filtered, float64).
+
+    Other NaN (a row whose filter kept nothing) are left to the diagnoses of the filter.
+    """
+    if not isinstance(got, torch.Tensor) or got.shape != z.shape:
+        return
+    rows = torch.isnan(got.detach()).any(-1)  # (...,)
+    if not rows.any():
+        return
+    limit = math.log(torch.finfo(dtype).max)  # exp overflows above it: 88.7 for float32
+    top = z.amax(-1)  # (...,): each row's largest logit / temperature
+    name = str(dtype).removeprefix("torch.")
+    if (top[rows] > limit).any():
+        raise CheckFailed(f"{task}: {where}: your result has NaN in the rows whose largest logit / "
+                          f"temperature is {top[rows].max():g}: exp of it overflows {name} (above about "
+                          f"{limit:.1f}) to inf, and inf / inf is NaN. Subtract each row's maximum before "
+                          "exp, z - z.amax(dim=-1, keepdim=True) (the softmax stays the same), or use "
+                          "torch.softmax.")
+    if (z.max() - top[rows] > limit).any():
+        raise CheckFailed(f"{task}: {where}: your result has NaN in a row whose logits sit far below the "
+                          "batch's largest: did you subtract one maximum for the whole batch? Every exp of "
+                          "that row then underflows to 0, and 0 / 0 is NaN. Subtract each row's own "
+                          "maximum, z.amax(dim=-1, keepdim=True).")
+
+
+def _diagnose_kept(task: str, where: str, got: torch.Tensor, x: torch.Tensor, k: int,
+                   keep: torch.Tensor) -> None:
+    """Name the mistake in which tokens keep probability (> 0); ``keep``: the right ones."""
+    kept = _kept(got)
+    if torch.equal(kept, keep):
         return
     counts = kept.sum(-1).flatten().tolist()
     if k + 1 <= x.shape[-1] and torch.equal(kept, _top(x, k + 1)):
@@ -136,10 +196,14 @@ def check_sampling_probs(fn: Callable[..., torch.Tensor]) -> bool:
 
     def body() -> str:
         g = torch.Generator().manual_seed(1011)
-        for shape, t, k, dtype in _SAMPLING_CASES:
-            logits = _sampling_logits(shape, g).to(dtype)
+        cases = [(_sampling_logits(shape, g).to(dtype), t, k) for shape, t, k, dtype in _SAMPLING_CASES]
+        cases += [(torch.tensor(rows), t, k) for rows, t, k in _FIXED_CASES]
+        for logits, t, k in cases:
+            dtype = logits.dtype
             kind = "" if dtype == torch.float32 else f" of dtype {str(dtype).removeprefix('torch.')}"
-            where = f"for logits {fmt_shape(shape)}{kind}, temperature={t}, top_k={k}"
+            rows = "" if logits.numel() > 24 else (  # a small batch of its own: its rows, as numbers
+                " [" + ", ".join(f"[{', '.join(f'{v:g}' for v in row)}]" for row in logits.tolist()) + "]")
+            where = f"for logits {fmt_shape(logits.shape)}{kind}{rows}, temperature={t}, top_k={k}"
             try:
                 got = call(task, fn, logits, t, k, forbid=_SAMPLERS)
             except CheckFailed as err:
@@ -149,18 +213,20 @@ def check_sampling_probs(fn: Callable[..., torch.Tensor]) -> bool:
                                   "keep its last axis, values[..., -1:] of shape (..., 1), so that each "
                                   "row is compared with its own.") from err
             x = logits.double()
-            keep = torch.ones_like(x, dtype=torch.bool) if k is None else _top(x, k)
-            ref = torch.softmax((x / t).masked_fill(~keep, -math.inf), -1)
+            keep = _keep(got, x, k)
+            z = (x / t).masked_fill(~keep, -math.inf)
+            ref = torch.softmax(z, -1)
             if not isinstance(got, torch.Tensor) or got.shape != ref.shape or got.dtype != logits.dtype:
                 compare(task, got, ref, what=f"the result, {where},", dtype=logits.dtype)
+            _diagnose_nan(task, where, got, z, dtype)
             for wrong, message in _sampler_mistakes(x, t, k):
                 if _like(got, wrong) and not _like(ref, wrong):
                     raise CheckFailed(f"{task}: {where}: {message}")
             if k is not None:
-                _diagnose_kept(task, where, got, x, k)
+                _diagnose_kept(task, where, got, x, k, keep)
             check_distribution(task, got, ref.to(logits.dtype))
-        return (f"{len(_SAMPLING_CASES)} batches of logits (rows far apart, float32 and float64), "
-                "temperatures 0.5 to 2, top_k None and 1 to V")
+        return (f"{len(cases)} batches of logits (rows far apart, logits / temperature up to 100, ties at "
+                "the k-th largest, float32 and float64), temperatures 0.5 to 2, top_k None and 1 to V")
 
     return run_check(task, body)
 
