@@ -163,7 +163,8 @@ MEASURE_MISTAKES = {
     "raw numbers": (growth(fit="raw"), "fitted a line to the raw numbers"),
     "the expected exponent": (growth(fit="two"), "feed-forward .* exponent is 2.000.* Did you write down"),
     "x made inside": (growth(inside=True),
-                      "larger by the bytes of x, 4 \\* n \\* d_model, at every n. Make x before measuring"),
+                      "larger by 4 \\* n \\* d_model bytes at every n, the size of x or of one more "
+                      "\\(n, d_model\\) tensor: make x before measuring"),
     # autograd keeps as many bytes as x has: the check asks forward how it was called
     "no torch.no_grad": (growth_by_hand(no_grad=False), "your calls of forward ran with autograd on, .* "
                                                         "torch.no_grad\\(\\)"),

@@ -189,8 +189,9 @@ def _diagnose_peaks(task: str, where: str, got: list[float], ref: list[int], len
                           "tensors a backward pass would need. Measure under torch.no_grad(), as "
                           "measure.peak_memory(lambda: forward(x)) does.")
     if x_inside:
-        raise CheckFailed(f"{task}: {at}: yours are larger by the bytes of x, 4 * n * d_model, at every n. "
-                          "Make x before measuring, and measure only the call forward(x).")
+        raise CheckFailed(f"{task}: {at}: yours are larger by 4 * n * d_model bytes at every n, the size "
+                          "of x or of one more (n, d_model) tensor: make x before measuring, and measure "
+                          "only the single call forward(x).")
     for scale, unit in ((2**20, "MiB"), (1e6, "MB"), (GIB, "GiB"), (1e9, "GB"), (1 / 8, "bits")):
         if all(math.isclose(a * scale, b, rel_tol=1e-6) for a, b in zip(got, ref, strict=True)):
             raise CheckFailed(f"{task}: {at}: you returned {unit}; return the peaks in bytes, as "
