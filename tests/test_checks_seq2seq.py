@@ -58,8 +58,18 @@ def final_flat_index_select(outputs, lengths):
     return outputs.reshape(B * S, H).index_select(0, torch.arange(B) * S + lengths - 1)
 
 
+def final_where_sum(outputs, lengths):
+    pick = torch.arange(outputs.shape[1])[None, :] == (lengths - 1)[:, None]  # (B, S)
+    return torch.where(pick[..., None], outputs, torch.zeros((), dtype=outputs.dtype)).sum(1)
+
+
+def final_numpy_index(outputs, lengths):
+    return outputs[range(outputs.shape[0]), (lengths - 1).numpy()]  # the values are not cut from the graph
+
+
 FINAL_RIGHT = [final_right, final_gather, final_loop, final_float64_inside, final_one_hot,
-               final_one_hot_einsum, final_diagonal, final_take_along_dim, final_flat_index_select]
+               final_one_hot_einsum, final_diagonal, final_take_along_dim, final_flat_index_select,
+               final_where_sum, final_numpy_index]
 
 
 @pytest.mark.parametrize("right", FINAL_RIGHT, ids=lambda f: f.__name__)
@@ -138,6 +148,19 @@ def final_float_index(outputs, lengths):
     return outputs[torch.arange(outputs.shape[0]), lengths.float() - 1]
 
 
+def final_detached(outputs, lengths):
+    return final_right(outputs, lengths).detach()
+
+
+def final_through_tolist(outputs, lengths):
+    return torch.tensor(final_right(outputs, lengths).tolist())
+
+
+def final_also_reaching_the_last_column(outputs, lengths):
+    last = outputs[:, -1]
+    return final_right(outputs, lengths) + (last - last.detach())  # the same values, a wrong gradient
+
+
 def final_package(outputs, lengths):
     from transformer_course.seq2seq import last_real_state  # imported while the check runs
 
@@ -163,11 +186,16 @@ FINAL_WRONG = {
     "all zeros": (final_zeros, "all zeros"),
     "a float index": (final_float_index, "your function raised IndexError"),
     "the package's last_real_state": (final_package, "called `transformer_course.seq2seq.last_real_state`"),
+    "detached": (final_detached, r"your result carries no gradient: it is cut from the graph \(a \.detach\(\)"
+                                 ".*the encoder is trained through this function"),
+    "a wrong gradient": (final_also_reaching_the_last_column,
+                         "the gradient of your result with respect to outputs differs from the reference"),
 }
 
 # The same mistakes written differently: the same message.
 FINAL_WRONG_AGAIN = {
     "off by one, unclamped": (final_off_by_one_unclamped, r"off by one.*lengths\[b\] - 1"),
+    "rebuilt from .tolist()": (final_through_tolist, "your result carries no gradient"),
 }
 
 
@@ -295,9 +323,26 @@ def greedy_one_step_more(model, src, src_lengths, max_len):
     return torch.stack(out, 1)
 
 
+@torch.no_grad()
+def greedy_counts_eos(model, src, src_lengths, max_len):
+    """Counts each row's <eos> and pads after the loop with a cumulative sum."""
+    state = model.start(src, src_lengths)
+    tokens = torch.full((src.shape[0],), BOS)
+    seen = torch.zeros(src.shape[0], dtype=torch.long)
+    cols = []
+    while len(cols) < max_len and not (seen > 0).all():
+        logits, state = model.step(tokens, state)
+        tokens = logits.argmax(-1)
+        cols.append(tokens)
+        seen = seen + (tokens == EOS)
+    ids = torch.stack(cols, 1)
+    after = (ids == EOS).cumsum(1) - (ids == EOS).long() > 0  # strictly after the first <eos>
+    return ids.masked_fill(after, PAD)
+
+
 GREEDY_RIGHT = [greedy_right, greedy_preallocated, greedy_while_cat_int32_inputs,
                 greedy_feeds_raw_argmax_after_eos, greedy_python_lists, greedy_cat_on_bos_column,
-                greedy_one_step_more]
+                greedy_one_step_more, greedy_counts_eos]
 
 
 @pytest.mark.parametrize("right", GREEDY_RIGHT, ids=lambda f: f.__name__)
@@ -307,7 +352,7 @@ def test_greedy_decode_accepts_right_answers(right):
 
 def _loop(model, src, src_lengths, max_len, *, feed_back=True, mask=True, stop="all", first=BOS,
           keep_bos=False, keep_eos=True, pick="argmax", restart=False, carry=True, drop_last=False,
-          trim=True, grad=False, dtype=torch.long, dim=-1):
+          trim=True, grad=False, dtype=torch.long, dim=-1, pad_ends=False, filler=PAD):
     """A configurable greedy loop: the defaults are right, each option one mistake."""
     with torch.set_grad_enabled(grad):
         state = start = model.start(src, src_lengths)
@@ -324,7 +369,7 @@ def _loop(model, src, src_lengths, max_len, *, feed_back=True, mask=True, stop="
                 nxt = torch.multinomial(logits.softmax(-1), 1, generator=g)[:, 0]
             else:
                 nxt = (logits if pick == "argmax" else logits[:, 1:]).argmax(dim)
-            ended = finished | (nxt == EOS)
+            ended = finished | (nxt == EOS) | (pad_ends & (nxt == PAD))
             tokens = nxt.masked_fill(finished if keep_eos else ended, PAD) if mask else nxt
             if drop_last and ended.all():
                 break
@@ -332,7 +377,11 @@ def _loop(model, src, src_lengths, max_len, *, feed_back=True, mask=True, stop="
             finished = ended if mask else finished | (tokens == EOS)
             if stop == "all" and finished.all() or stop == "any" and finished.any():
                 break
+            if stop == "eos or pad" and ((tokens == EOS) | (tokens == PAD)).all():
+                break
         ids = torch.stack(out, 1)
+        if filler != PAD:
+            ids = ids.masked_fill((ids == EOS).cumsum(1) - (ids == EOS).long() > 0, filler)
         if not trim:
             ids = torch.cat([ids, torch.full((ids.shape[0], max_len - ids.shape[1]), PAD)], 1)
         return ids.to(dtype)
@@ -365,6 +414,15 @@ GREEDY_WRONG = {
                              "after a row emits <eos>, every later position should be <pad>"),
     "<eos> replaced by <pad>": (lambda *a: _loop(*a, keep_eos=False),
                                 "wrote <pad> where a row emitted <eos>: keep each row's <eos>"),
+    "stops when every token is <eos> or <pad>": (
+        lambda *a: _loop(*a, stop="eos or pad"),
+        r"you stopped after 3 steps, when every token of the step was <eos> or <pad>.*Stop when every row "
+        r"has emitted <eos> \(track finished rows\), not when every current token is <eos> or <pad>"),
+    "<pad> finishes a row": (lambda *a: _loop(*a, pad_ends=True),
+                             "at step 2 you padded a row that had predicted <pad> but not <eos>: only <eos> "
+                             "finishes a row. Stop when every row has emitted <eos>"),
+    "<eos> as the filler": (lambda *a: _loop(*a, filler=EOS),
+                            r"after <eos>, fill with <pad> \(id 0\), not <eos>"),
     "never stops": (lambda *a: _loop(*a, stop="never"), "stop the loop once all rows are finished"),
     "stops at the first <eos>": (lambda *a: _loop(*a, stop="any"),
                                  "stopped after 1 step, .*stop only when ALL rows are finished"),

@@ -158,10 +158,12 @@ ADDITIVE_WRONG = {
     "no tanh": (lambda *a: _additive(*a, tanh=False), "forgot the tanh"),
     "softmax of the tanh layer over A": (_softmax_of_the_tanh_layer,
                                          r"softmax of the tanh layer \(B, S, A\), before multiplying by v"),
-    "tanh after v": (_tanh_after_v, r"the weights for .* differs from the reference"),
+    "tanh after v": (_tanh_after_v, r"the tensor of weights for .* differs from the reference"),
     "weights not transposed": (_weights_not_transposed, "raised RuntimeError: mat1 and mat2 shapes"),
-    "(weights, context)": (lambda *a: _additive(*a)[::-1], r"wrong shape: got \(3, 6\), expected \(3, 5\)"),
-    "divided by the sum": (_divided_by_the_sum, r"the weights for .* differs from the reference"),
+    "(weights, context)": (lambda *a: _additive(*a)[::-1],
+                           r"you returned \(weights, context\), swapped: the first result has the shape of "
+                           r"the weights, \(3, 5\); return them in the order \(context, weights\)"),
+    "divided by the sum": (_divided_by_the_sum, r"the tensor of weights for .* differs from the reference"),
     "sigmoid": (_sigmoid, "sum to between .*did you forget the softmax"),
     "uniform weights": (_uniform, r"differs from the reference: .* got 0.2,"),
     "keys changed in place": (_keys_weighted_in_place, "changed its input `keys` in place"),
@@ -188,6 +190,8 @@ ADDITIVE_WRONG = {
 
 # The same mistakes written differently: the same message.
 ADDITIVE_WRONG_AGAIN = {
+    "[weights, context] as a list": (lambda *a: list(_additive(*a))[::-1],
+                                     r"you returned \(weights, context\), swapped"),
     "softmax of the tanh layer over S": (lambda *a: _softmax_of_the_tanh_layer(*a, dim=1),
                                          "softmax of the tanh layer"),
 }
@@ -360,7 +364,8 @@ DOT_WRONG = {
     "exp without a maximum, mask multiplied in": (_exp_times_mask,
                                                   r"rows \[0, 1, 2, 3\] are NaN.*subtract each row's own"),
     "(weights, context)": (lambda q, k, m: _dot(q, k, m)[::-1],
-                           r"wrong shape: got \(4, 5\), expected \(4, 6\)"),
+                           r"you returned \(weights, context\), swapped: the first result has the shape of "
+                           r"the weights, \(4, 6\); return them in the order \(context, weights\)"),
     "the package's dot_product_attention": (_package_dot_product_attention,
                                             "called `transformer_course.attention.dot_product_attention`"),
     "the package's DotProductAttention": (_package_dot_module,
@@ -388,7 +393,9 @@ DOT_WRONG_AGAIN = {
     "mask filled with 0": (lambda q, k, m: _dot(q, k, m, fill=0.0), "gave the padding a score of 0"),
     "mask filled with -10": (lambda q, k, m: _dot(q, k, m, fill=-10.0), "must get exactly 0"),
     "float64 context and weights": (lambda q, k, m: tuple(t.double() for t in _dot(q, k, m)),
-                                    "the weights .* is float64, expected float32"),
+                                    "the tensor of weights .* is float64, expected float32"),
+    "[weights, context] as a list": (lambda q, k, m: list(_dot(q, k, m))[::-1],
+                                     r"you returned \(weights, context\), swapped"),
 }
 
 
@@ -555,10 +562,9 @@ def _step_detached_embedding(tokens, hidden, enc_outputs, mask, embed, cell):
 
 STEP_WRONG = {
     "[context; embedding]": (lambda *a: _step(*a, order="ce"), r"\[context; embedding\]"),
-    "attends with the new state": (_step_attending_with_the_new_state,
-                                   r"the weights .* differs from the reference.*task 2"),
     "the new state's weights": (_step_weights_of_the_new_state,
-                                r"the weights .* differs from the reference: at index \(0, 0\)"),
+                                r"you computed the weights from the new state s_t; the query is the previous "
+                                r"state s_\{t-1\}, not the new one"),
     "the state updated in place": (_step_state_updated_in_place, "changed its input `hidden` in place"),
     "softmax, mask, renormalise": (_step_using(_mask_after_softmax_renormalised),
                                    r"rows \[2, 3\] are NaN: you took the softmax over every .*task 2"),
@@ -608,6 +614,9 @@ def _step_embedding_padded_as_query(tokens, hidden, enc_outputs, mask, embed, ce
 
 # The same mistakes written differently: the same message.
 STEP_WRONG_AGAIN = {
+    "attends with the new state (made from the mean)": (_step_attending_with_the_new_state,
+                                                        r"weights from the new state s_t; the query is the "
+                                                        r"previous state s_\{t-1\}"),
     "the embedding, padded to H, as the query": (_step_embedding_padded_as_query,
                                                  "with the token's embedding"),
     "an all-True mask": (_step_using(lambda q, k, m: _dot(q, k, torch.ones_like(m))),
@@ -632,6 +641,8 @@ def test_step_check_says_not_done_while_task_2_is_not_done(capsys):
 
 # ----------------------------------------------------------------------------- the prediction
 
+# The task asks for "a number": any real number is accepted (a Python float, an int, a numpy
+# scalar, a Fraction such as 1/5); a tensor, a string or None is refused with the core's message.
 PREDICTION_RIGHT = [lambda: 0.2, lambda: 1 / 5, lambda: np.float64(0.2), lambda: 0.205, lambda: 0.195,
                     lambda: torch.tensor(0.2).item(), lambda: Fraction(1, 5)]
 

@@ -68,6 +68,31 @@ def _diagnose_final_state(task: str, got: object, outputs: torch.Tensor, lengths
                           "outputs[b, lengths[b] - 1].")
 
 
+def _check_final_state_gradient(task: str, fn: Callable, outputs: torch.Tensor, lengths: torch.Tensor,
+                                g: torch.Generator) -> None:
+    """The encoder is trained through the final state: d loss / d outputs must match the reference's.
+
+    The learner's function runs again on outputs that require grad; the gradient of
+    (result * u).sum(), for a random u, is u at each row's last real position and 0 elsewhere.
+    """
+    why = ("The values are right, but the encoder is trained through this function: the decoder's loss "
+           "backpropagates through the final state into the encoder's GRU.")
+    outputs_in = outputs.clone().requires_grad_(True)
+    got = call(task, fn, outputs_in, lengths.clone(), forbid=FORBID[task])
+    if not isinstance(got, torch.Tensor) or not got.requires_grad:
+        raise CheckFailed(f"{task}: your result carries no gradient: it is cut from the graph (a .detach(), "
+                          ".data, torch.no_grad(), numpy or .tolist() on the way). " + why + " Index "
+                          "outputs directly, without cutting the graph.")
+    up = torch.randn(got.shape, generator=g)  # (B, H)
+    (grad,) = torch.autograd.grad((got * up).sum(), outputs_in, allow_unused=True)
+    expected = torch.zeros_like(outputs)  # (B, S, H)
+    expected[torch.arange(outputs.shape[0]), lengths - 1] = up
+    if grad is None or not close(grad, expected):
+        raise CheckFailed(f"{task}: the gradient of your result with respect to outputs differs from the "
+                          "reference (it should reach exactly each row's last real state): part of the "
+                          "computation is cut from the graph (a .detach() or .data somewhere?). " + why)
+
+
 def check_last_real_state(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
     """Check ``fn(outputs (B, S, H), lengths (B,)) -> (B, H)``: the state at each row's last real token."""
     task = "last_real_state"
@@ -84,10 +109,11 @@ def check_last_real_state(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
             got = call(task, fn, outputs.clone(), lengths.clone(), forbid=FORBID[task])
             _diagnose_final_state(task, got, outputs, lengths)
             compare(task, got, last_real_state(outputs, lengths),
-                    what=f"the final states for outputs {fmt_shape(outputs.shape)} and lengths "
+                    what=f"the tensor of final states for outputs {fmt_shape(outputs.shape)} and lengths "
                          f"{lengths.tolist()}")
+            _check_final_state_gradient(task, fn, outputs, lengths, g)
         return (f"{len(shapes)} padded batches {', '.join(fmt_shape(s[:3]) for s in shapes)}, one padded "
-                "past its longest row")
+                "past its longest row: values and gradients")
 
     return run_check(task, body)
 
@@ -147,15 +173,17 @@ class _Time:
 class _Scripted(_Recorder):
     """A fake model whose next token depends on the token fed back, with <eos> at set steps.
 
-    Row b, fed token x at step t, predicts ``eos_at[b]`` -> <eos>, otherwise a token that
-    depends on x, so a loop that does not feed its argmax back gets other tokens. Rows that
-    are fed <pad> or <eos> after finishing keep predicting ordinary tokens, so a loop that
-    does not pad after <eos> shows it.
+    Row b, fed token x at step t, predicts <eos> at step ``eos_at[b]``, <pad> at the steps
+    ``pad_at[b]`` (an unfinished row that predicts <pad>: it is not finished), otherwise a
+    token that depends on x, so a loop that does not feed its argmax back gets other tokens.
+    Rows that are fed <pad> or <eos> after finishing keep predicting ordinary tokens, so a
+    loop that does not pad after <eos> shows it.
     """
 
-    def __init__(self, eos_at: list[int], vocab_size: int = 12):
+    def __init__(self, eos_at: list[int], pad_at: list[list[int]] | None = None, vocab_size: int = 12):
         super().__init__(len(eos_at))
         self.eos_at, self.V = eos_at, vocab_size
+        self.pad_at = pad_at or [[] for _ in eos_at]
 
     def __repr__(self) -> str:
         return "model"
@@ -170,7 +198,10 @@ class _Scripted(_Recorder):
         t = state.t
         logits = torch.zeros(self.B, self.V)
         for b, stop in enumerate(self.eos_at):
-            nxt = EOS if t == stop else 4 + (int(tokens[b]) * 3 + t + b) % (self.V - 4)
+            if t == stop or t in self.pad_at[b]:
+                nxt = EOS if t == stop else PAD
+            else:
+                nxt = 4 + (int(tokens[b]) * 3 + t + b) % (self.V - 4)
             logits[b, nxt] = 2.0
         return logits, _Time(t + 1)
 
@@ -190,6 +221,10 @@ class _Recording(_Recorder):
 
     def _step(self, tokens: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
         return self.model.step(tokens, state)
+
+
+STOP_RULE = ("Stop when every row has emitted <eos> (track finished rows), not when every current token "
+             "is <eos> or <pad>: a row that predicts <pad> has not finished.")
 
 
 def _diagnose_result(task: str, got: object, B: int) -> torch.Tensor:
@@ -260,11 +295,20 @@ def _diagnose_steps(task: str, got: torch.Tensor, model: _Recorder) -> None:
             if torch.equal(mine[best != EOS], best[best != EOS]) and (mine[best == EOS] == PAD).all():
                 raise CheckFailed(f"{task}: at step {t} you wrote <pad> where a row emitted <eos>: keep "
                                   "each row's <eos>, and pad only the positions after it.")
+            differ = mine != best
+            padded_early = (preds[live][differ, :t] == PAD).any(1)  # those rows had predicted <pad> before
+            if (mine[differ] == PAD).all() and padded_early.all():
+                raise CheckFailed(f"{task}: at step {t} you padded a row that had predicted <pad> but not "
+                                  "<eos>: only <eos> finishes a row. " + STOP_RULE)
             raise CheckFailed(f"{task}: at step {t} your tokens are not the argmax of the logits "
                               f"model.step returned (in the rows not finished yet, yours {mine.tolist()}, "
                               f"the argmax {best.tolist()}): greedy decoding takes logits.argmax(-1), the "
                               "most likely token.")
-        if not (got[~live, t] == PAD).all():
+        after = got[~live, t]  # the positions after each finished row's <eos>
+        if not (after == PAD).all() and (after[after != PAD] == EOS).all():
+            raise CheckFailed(f"{task}: after <eos>, fill with <pad> (id {PAD}), not <eos>: at step {t} you "
+                              "wrote <eos> after a row's <eos>. Each row keeps one <eos>, then <pad>.")
+        if not (after == PAD).all():
             raise CheckFailed(f"{task}: after a row emits <eos>, every later position should be <pad> "
                               f"(id {PAD}); yours keeps producing tokens. Track which rows are finished.")
 
@@ -283,6 +327,11 @@ def _diagnose_length(task: str, got: torch.Tensor, model: _Recorder, expected: t
         if steps > L:
             raise CheckFailed(f"{task}: you called model.step {steps} times but returned {L} columns: keep "
                               "every step's token, the last step's too, before you leave the loop.")
+        unfinished = ~(got == EOS).any(1)  # (B,) rows that have not emitted <eos>
+        if ((got[:, -1] == EOS) | (got[:, -1] == PAD)).all() and (got[unfinished, -1] == PAD).any():
+            raise CheckFailed(f"{task}: you stopped after {steps} step{'s' if steps > 1 else ''}, when every "
+                              "token of the step was <eos> or <pad>, but a row that predicted <pad> had "
+                              f"not emitted <eos> yet (this batch needs {needed} steps). " + STOP_RULE)
         if steps == max_len - 1:
             raise CheckFailed(f"{task}: you ran {steps} steps (max_len - 1), but some rows had not "
                               f"emitted <eos> yet and max_len={max_len} allows {max_len} steps: loop over "
@@ -326,14 +375,18 @@ def check_greedy_decode(fn: Callable[..., torch.Tensor]) -> CheckResult:
 
     def body() -> str:
         g = torch.Generator().manual_seed(22)
-        # (the step at which each row emits <eos>, max_len, source width): finished rows, max_len
-        # cut-offs, a source narrower than the output
-        cases = [([2, 0, 4, 1], 10, 6), ([3, 3, 3, 3], 10, 3), ([1, 20, 0, 2], 6, 8), ([5, 2, 6, 0], 3, 5)]
-        for eos_at, max_len, S in cases:
+        # (the step at which each row emits <eos>, max_len, source width, the steps at which each
+        # row predicts <pad> before its <eos>): finished rows, max_len cut-offs, a source narrower
+        # than the output; unfinished rows that predict <pad>: while other rows go on, while every
+        # other row is finished, at the step another row emits <eos>
+        cases = [([2, 0, 4, 1], 10, 6, None), ([3, 3, 3, 3], 10, 3, None), ([1, 20, 0, 2], 6, 8, None),
+                 ([5, 2, 6, 0], 3, 5, None), ([3, 5, 2], 8, 5, [[1], [], []]),
+                 ([0, 4, 1], 7, 4, [[], [2], []]), ([2, 0], 6, 3, [[0], []])]
+        for eos_at, max_len, S, pad_at in cases:
             src, lengths = _padded_source(g, len(eos_at), S, 12)
-            expected = greedy_decode(_Scripted(eos_at), src, lengths, max_len)
-            _check_decoding(task, fn, _Scripted(eos_at), src, lengths, max_len, expected,
-                            f"the decoded ids (rows end at steps {eos_at}, max_len={max_len})")
+            expected = greedy_decode(_Scripted(eos_at, pad_at), src, lengths, max_len)
+            _check_decoding(task, fn, _Scripted(eos_at, pad_at), src, lengths, max_len, expected,
+                            f"the tensor of decoded ids (rows end at steps {eos_at}, max_len={max_len})")
         torch_state = torch.random.get_rng_state()
         torch.manual_seed(22)
         real = Seq2Seq.from_config(Seq2SeqConfig(12, 12, 8, 16)).eval()
@@ -345,8 +398,8 @@ def check_greedy_decode(fn: Callable[..., torch.Tensor]) -> CheckResult:
         src = src.masked_fill(torch.arange(7) >= lengths[:, None], PAD)
         expected = greedy_decode(real, src, lengths, 9)
         _check_decoding(task, fn, _Recording(real, 6), src, lengths, 9, expected,
-                        "the decoded ids of a small random Seq2Seq")
+                        "the tensor of decoded ids of a small random Seq2Seq")
         return (f"{len(cases)} scripted models (rows ending at different steps, max_len cut-offs, padded "
-                "sources), a Seq2Seq")
+                "sources, unfinished rows that predict <pad>), a Seq2Seq")
 
     return run_check(task, body)

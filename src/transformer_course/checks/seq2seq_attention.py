@@ -46,6 +46,16 @@ def _attend(weights: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return (weights[:, None, :] @ keys)[:, 0]  # (B, 1, S) @ (B, S, Dk) -> (B, Dk)
 
 
+def _swapped(task: str, first: object, second: object, shapes: tuple[tuple, tuple], names: tuple[str, str],
+             where: str) -> None:
+    """CheckFailed when the two results come in the wrong order (each has the other's shape)."""
+    if (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor) and shapes[0] != shapes[1]
+            and first.shape == shapes[1] and second.shape == shapes[0]):
+        raise CheckFailed(f"{task}: {where} you returned ({names[1]}, {names[0]}), swapped: the first "
+                          f"result has the shape of the {names[1]}, {fmt_shape(shapes[1])}; return them "
+                          f"in the order ({names[0]}, {names[1]}).")
+
+
 def _well_formed(task: str, got: object, ref: torch.Tensor, what: str) -> torch.Tensor:
     """``got`` as a tensor of ``ref``'s shape and dtype, or CheckFailed with compare's message."""
     if not isinstance(got, torch.Tensor) or got.shape != ref.shape or got.dtype != ref.dtype:
@@ -169,6 +179,7 @@ def check_additive_attention(fn: Callable) -> CheckResult:
             context, w = unpack(task, result, ["context", "weights"])
             where = (f"for query {fmt_shape(query.shape)}, keys {fmt_shape(keys.shape)}, w_query "
                      f"{fmt_shape(w_query.shape)}, w_key {fmt_shape(w_key.shape)}")
+            _swapped(task, context, w, ((B, Dk), (B, S)), ("context", "weights"), where)
             q, k, wq, wk, v64 = (a.double() for a in args)
             hidden = (q @ wq.T)[:, None, :] + k @ wk.T  # (B, 1, A) + (B, S, A)
             scores = torch.tanh(hidden) @ v64  # (B, S)
@@ -181,7 +192,7 @@ def check_additive_attention(fn: Callable) -> CheckResult:
                                   "before multiplying by v, so the weights do not sum to 1. The score "
                                   "comes first, e_s = v . tanh(W_q q + W_k k_s), one number per source "
                                   "position; then the softmax over the positions s.")
-            _diagnose_weights(task, w, scores, None, f"the weights {where}")
+            _diagnose_weights(task, w, scores, None, f"the tensor of weights {where}")
             ref_w = torch.softmax(scores, -1)
             if close(context, _attend(ref_w, k @ wk.T)):
                 raise CheckFailed(f"{task}: {where} the context averages the projected keys W_k k_s; "
@@ -263,13 +274,14 @@ def check_masked_dot_attention(fn: Callable) -> CheckResult:
             result = call(task, fn, query.clone(), keys.clone(), mask.clone(), forbid=FORBID[task])
             context, w = unpack(task, result, ["context", "weights"])
             where = f"for query {fmt_shape(query.shape)}, keys {fmt_shape(keys.shape)}, lengths {lengths}"
+            _swapped(task, context, w, ((len(lengths), H), tuple(mask.shape)), ("context", "weights"), where)
             q, k = query.double(), keys.double()
             scores = (k @ q[:, :, None])[..., 0]  # (B, S, H) @ (B, H, 1) -> (B, S)
             if close(w, _masked_softmax(scores / math.sqrt(H), mask)):
                 raise CheckFailed(f"{task}: {where} you divided the scores by sqrt(H): Luong's dot score "
                                   "is the plain dot product q . k_s (the scaled version comes in "
                                   "notebook 04).")
-            _diagnose_weights(task, w, scores, mask, f"the weights {where}")
+            _diagnose_weights(task, w, scores, mask, f"the tensor of weights {where}")
             ref_w = _masked_softmax(scores, mask)
             if close(context, _attend(torch.softmax(scores, -1), k)):
                 raise CheckFailed(f"{task}: {where} the context uses unmasked weights: average the keys "
@@ -433,8 +445,16 @@ def check_attention_decoder_step(fn: Callable) -> CheckResult:
             if close(w, _masked_softmax(scores / math.sqrt(H), mask)):
                 raise CheckFailed(f"{task}: {where} the scores are divided by sqrt(H): the decoder's dot "
                                   "attention is the plain dot product hidden . enc_outputs[:, s].")
+            new_states = [ref_hidden]  # the query should be s_{t-1}; Luong's later variant uses s_t
+            if isinstance(new_hidden, torch.Tensor) and new_hidden.shape == ref_hidden.shape:
+                new_states.append(new_hidden.detach().double())
+            if not close(w, ref_w) and any(close(w, _masked_softmax((k @ s[:, :, None])[..., 0], mask))
+                                           for s in new_states):
+                raise CheckFailed(f"{task}: {where} you computed the weights from the new state s_t; the "
+                                  "query is the previous state s_{t-1}, not the new one: attend with "
+                                  "`hidden` first, then feed the context to the cell.")
             try:
-                _diagnose_weights(task, w, scores, mask, f"the weights {where}")
+                _diagnose_weights(task, w, scores, mask, f"the tensor of weights {where}")
             except CheckFailed as err:
                 raise CheckFailed(f"{err} (If your step calls masked_dot_attention from task 2, make that "
                                   "task's check pass first.)") from None
