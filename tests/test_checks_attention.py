@@ -106,8 +106,40 @@ def _sdpa_finite_bias(q, k, v, mask=None):
     return (w.masked_fill(~mask, 0.0) @ v, w.masked_fill(~mask, 0.0)) if mask is not None else (w @ v, w)
 
 
+def _sdpa_masked_max(q, k, v, mask=None):
+    """Softmax by hand: the maximum over the allowed keys only, exp, then the 0/1 mask multiplies."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    allowed = torch.ones_like(scores, dtype=torch.bool) if mask is None else mask.expand(scores.shape)
+    top = torch.where(allowed, scores, torch.finfo(scores.dtype).min).amax(-1, keepdim=True)
+    e = torch.exp(torch.where(allowed, scores - top, torch.zeros_like(scores))) * allowed
+    w = e / e.sum(-1, keepdim=True).clamp_min(1e-30)
+    return w @ v, w
+
+
+def _sdpa_renormalised(q, k, v, mask=None):
+    """Softmax over every key, then the blocked weights zeroed and the rest renormalised (round 3)."""
+    w = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), -1)
+    if mask is not None:
+        w = w * mask
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    return w @ v, w
+
+
+def _sdpa_mask_times_scores(q, k, v, mask=None, *, zero=False):
+    """The scores multiplied by the 0/1 mask: blocked scores become 0, not -inf."""
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores * mask
+    w = torch.softmax(scores, -1)
+    if mask is not None and zero:
+        w = w.masked_fill(~mask, 0.0)
+    return w @ v, w
+
+
 SDPA_RIGHT = {
     "the package's": scaled_dot_product_attention,
+    "softmax by hand, the allowed keys' maximum, the mask multiplies": _sdpa_masked_max,
+    "a finite fill of -1e4, then zero": lambda q, k, v, m=None: _sdpa(q, k, v, m, neg=-1e4),
     "weights returned detached, output from the live ones": _sdpa_weights_returned_detached,
     "NaN zeroed in place on a copy": _sdpa_nan_zeroed_on_a_copy,
     "an additive finite bias, then zero": _sdpa_finite_bias,
@@ -243,6 +275,24 @@ SDPA_WRONG = {
     "mask ignored": (lambda q, k, v, m=None: _sdpa(q, k, v, None), "mask is ignored"),
     "a fill of -100": (lambda q, k, v, m=None: _sdpa(q, k, v, m, neg=-100.0, zero_empty=False),
                        "must get exactly 0"),
+    "a fill of -100, then zero": (lambda q, k, v, m=None: _sdpa(q, k, v, m, neg=-100.0),
+                                  r"filled the blocked scores with a finite value \(such as -100\) and "
+                                  r"zeroed their weights.*query 1: near -200"),
+    "softmax, mask, renormalise": (_sdpa_renormalised,
+                                   r"applied the mask after the softmax and renormalised.*query 2: allowed "
+                                   r"near 0, blocked near \+200"),
+    "scores times the mask": (_sdpa_mask_times_scores, r"you multiplied the scores by the mask: a blocked "
+                                                      r"score becomes 0, not -inf"),
+    "scores times the mask, then zero": (lambda q, k, v, m=None: _sdpa_mask_times_scores(q, k, v, m,
+                                                                                          zero=True),
+                                         "you multiplied the scores by the mask"),
+    "squeezed": (lambda q, k, v, m=None: tuple(t.squeeze() for t in _sdpa(q, k, v, m)),
+                 r"for q \(3, 1, 8\), k \(3, 5, 8\) your weights have shape \(3, 5\), expected \(3, 1, 5\).*"
+                 r"\.squeeze\(\) drops every one"),
+    "squeezed on the batch axis only": (lambda q, k, v, m=None: tuple(t.squeeze(0)
+                                                                      for t in _sdpa(q, k, v, m)),
+                                        r"for q \(1, 4, 8\), k \(1, 6, 8\) your weights have shape \(4, 6\), "
+                                        r"expected \(1, 4, 6\): an axis of size 1 was dropped"),
     "NaN on a fully masked row": (lambda q, k, v, m=None: _sdpa(q, k, v, m, zero_empty=False),
                                   "all blocked gives NaN"),
     "uniform on a fully masked row": (lambda q, k, v, m=None: _sdpa(q, k, v, m, zero_empty=False, neg=-1e9),
@@ -588,7 +638,7 @@ class _Configurable(_Base):
             weights = e / e.sum(-1, keepdim=True)
         else:
             weights = torch.softmax(scores, dim=-1)
-        if mask is not None and o.get("mask") == "after":
+        if mask is not None and (o.get("mask") == "after" or o.get("zero")):
             weights = weights.masked_fill(~mask, 0.0)
         out = weights @ v
         if o.get("merge") == "no transpose":
@@ -738,6 +788,10 @@ class _Renamed(_Base):
 MHA_RIGHT = {
     "view, transpose, -inf": _module(),
     "a fill of -1e9": _module(fill=-1e9),
+    "a fill of finfo.min, then zero": _module(fill=torch.finfo(torch.float32).min, zero=True),
+    # -1e4 with no zeroing: exactly 0 in float32 unless a query's allowed scores all lie below about
+    # -9900, and every query of the check keeps a key (the task says so): right (round 3 called it wrong)
+    "a fill of -1e4": _module(fill=-1e4),
     "reshape, permute, einsum, F.linear, a list": _Einsum,
     "a loop over heads, finfo.min": _Loop,
     "methods, contiguous().view, softmax by hand": _Methods,
@@ -757,6 +811,9 @@ MHA_WRONG = {
     "mask after softmax": (_module(mask="after"), "applied after the softmax"),
     "mask inverted": (_module(mask="inverted"), "the mask has the wrong sign"),
     "a fill of -100": (_module(fill=-100.0), "must get exactly 0"),
+    "a fill of -100, then zero": (_module(fill=-100.0, zero=True),
+                                  r"query 0 of example 0 in head 0, whose allowed scores are all low \(the "
+                                  r"largest is -250\), gets weights that sum to 0, not 1: a finite fill"),
     "values from the key": (_module(values="key"), "values are projected from the key"),
     "weights averaged over heads": (_module(average=True), r"return each head's weights, \(B, H, T, S\)"),
     "softmax without the maximum": (_module(softmax="no max"), "large inputs .* NaN or infinity"),

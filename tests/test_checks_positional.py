@@ -386,9 +386,34 @@ def _range(d):
     return d.max() - d.min()
 
 
+def _profile_minus_k(pe):
+    """pe[:-k], empty at k = 0: its mean is NaN and its spread set to 0 (round 3 of the review)."""
+    means, spreads = [], []
+    for k in range(len(pe)):
+        head = pe[:-k]
+        d = (head * pe[k:][: len(head)]).sum(-1)
+        means.append(d.mean())
+        spreads.append(d.max() - d.min() if d.numel() else torch.zeros((), dtype=pe.dtype))
+    return torch.stack(means), torch.stack(spreads)
+
+
+def _profile_minus_k_max(pe):
+    """pe[:-k] and pe[k:][:len]: the max of the empty offset 0 crashes."""
+    dots = [(pe[:-k] * pe[k:][: len(pe[:-k])]).sum(-1) for k in range(len(pe))]
+    return torch.stack([d.mean() for d in dots]), torch.stack([d.max() - d.min() for d in dots])
+
+
 PROFILE_WRONG = {
     "pe[:-0] for offset 0": (_each_offset(lambda pe, k: (pe[:-k] * pe[k:]).sum(-1), _range),
                              r"pe\[:-0\] = pe\[:0\], which is empty"),
+    "pe[:-0] for offset 0, NaN mean kept": (_profile_minus_k,
+                                            r"every offset is right except offset 0 \(mean nan and spread 0.*"
+                                            r"pe\[:-0\] = pe\[:0\], which is empty.*pe\[:L - k\]"),
+    "pe[:-0] for offset 0, max of nothing": (_profile_minus_k_max,
+                                             r"An empty slice: at offset k = 0, pe\[:-k\] is pe\[:-0\]"),
+    "offset 0 alone wrong": (lambda pe: (torch.cat([_profile(pe)[0][:1] + 1, _profile(pe)[0][1:]]),
+                                         _profile(pe)[1]),
+                             r"every offset is right except offset 0.*pairs each row with itself"),
     "swapped results": (lambda pe: _profile(pe)[::-1], r"you returned \(spread, mean\)"),
     "averaged over dimensions": (_each_offset(lambda pe, k: (pe[: len(pe) - k] * pe[k:]).mean(-1), _range),
                                  "averaged the products over the dimensions"),

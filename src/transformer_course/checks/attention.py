@@ -95,6 +95,13 @@ def _diagnose_mask(task: str, w: torch.Tensor, scores: torch.Tensor, mask: torch
                           "F.scaled_dot_product_attention): fill the scores where the mask is False "
                           "(scores.masked_fill(~mask, float('-inf'))).")
     unmasked = torch.softmax(scores, -1)
+    times = torch.softmax(scores * full, -1)  # the scores multiplied by the 0/1 mask
+    if not close(times, _softmax_weights(scores, mask)) and (
+            close(w, times) or close(w, times.masked_fill(~full, 0.0))):
+        raise CheckFailed(f"{task}: you multiplied the scores by the mask: a blocked score becomes 0, not "
+                          "-inf, so the softmax still gives that key weight (exp(0) = 1) and the allowed "
+                          "keys' weights change. Fill the blocked scores instead: "
+                          "scores.masked_fill(~mask, float('-inf')), then take the softmax.")
     if close(w, unmasked.masked_fill(~full, 0.0)):
         raise CheckFailed(f"{task}: you applied the mask after the softmax, so each query's weights "
                           "no longer sum to 1. Fill the blocked scores with -inf before the softmax.")
@@ -132,9 +139,56 @@ def _diagnose_far_below(task: str, w: torch.Tensor) -> None:
                           "row. Subtract each query's own maximum: scores.amax(-1, keepdim=True).")
 
 
+def _far_masked_case(g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """q (4, 4), k (4, 4), v (4, 3), mask (4, 4): allowed scores far below the blocked ones.
+
+    k = 2 I, so the scaled scores q @ k^T / sqrt(4) are q itself, exactly. Query 0: allowed keys
+    near -300, blocked ones near +300; query 1: allowed and blocked near -200; query 2: allowed
+    near 0, blocked near +200; query 3: ordinary scores.
+    """
+    small = (4 * torch.randn(4, 4, generator=g)).round() / 4  # exact in float32
+    base = torch.tensor([[-300.0, -300.0, 300.0, 300.0], [-200.0, -200.0, -200.0, -230.0],
+                         [0.0, 0.0, 0.0, 200.0], [0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False, False], [True, True, False, False],
+                         [True, True, True, False], [True, False, True, True]])
+    return base + small, 2 * torch.eye(4), torch.randn(4, 3, generator=g), mask
+
+
+def _diagnose_far_masked(task: str, w: torch.Tensor, ref_w: torch.Tensor) -> None:
+    """Weights of the far-apart masked case: which rows broke, and so which masking slip it was."""
+    bad = [not close(w[t], ref_w[t], atol=1e-5, rtol=1e-4) for t in range(4)]
+    sums = ", ".join(f"{v:.3g}" for v in w.nan_to_num(0.0).sum(-1).tolist())
+    if bad[0] and bad[2] and not bad[1]:
+        raise CheckFailed(f"{task}: you applied the mask after the softmax and renormalised the allowed "
+                          "weights. That fails when the blocked keys' scores are far above the allowed "
+                          "ones (query 0: allowed near -300, blocked near +300; query 2: allowed near 0, "
+                          "blocked near +200): exp of the allowed scores underflows to 0 before the mask "
+                          f"is applied, so nothing is left to renormalise (each query's weights sum to "
+                          f"{sums}). Fill the blocked scores with -inf before the softmax.")
+    if bad[0] and bad[1] and not bad[2]:
+        raise CheckFailed(f"{task}: you filled the blocked scores with a finite value (such as -100) and "
+                          "zeroed their weights after the softmax. A query whose allowed scores all lie "
+                          "below that value (query 1: near -200; query 0: near -300, its blocked ones "
+                          "near +300) gives its weight to the blocked keys, and zeroing them leaves "
+                          f"almost nothing (each query's weights sum to {sums}). Fill with "
+                          "float('-inf') or torch.finfo(scores.dtype).min.")
+    if any(bad):
+        raise CheckFailed(f"{task}: for a query whose allowed scores are far below its blocked ones "
+                          "(query 0: allowed near -300, blocked near +300) your weights are wrong (each "
+                          f"query's weights sum to {sums}): the blocked keys must not matter at all, "
+                          "whatever their scores. Fill the blocked scores with -inf before the softmax, "
+                          "not after it, and not with a finite value such as -100.")
+
+
+def _squeezed(got: object, shape: torch.Size) -> bool:
+    """True when ``got`` has ``shape`` with its size-1 axes dropped (.squeeze())."""
+    return (isinstance(got, torch.Tensor) and got.shape != shape and 1 in shape
+            and tuple(got.shape) == tuple(n for n in shape if n != 1))
+
+
 def _check_attention_case(
     task: str, fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    mask: torch.Tensor | None, far_below: bool = False,
+    mask: torch.Tensor | None, far_below: bool = False, far_masked: bool = False,
 ) -> tuple:
     """Check the values on one input; return what ``_check_attention_gradients`` needs for it."""
     args = (q.clone(), k.clone(), v.clone()) + (() if mask is None else (mask.clone(),))
@@ -148,6 +202,12 @@ def _check_attention_case(
                           f"{fmt_shape(out_shape)} first, then the weights {fmt_shape(ref_w.shape)}.")
     what = f"the tensor of weights for q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)}" + (
         "" if mask is None else f", mask {fmt_shape(mask.shape)}")
+    for name, got, shape in (("weights", w, ref_w.shape), ("output", out, out_shape)):
+        if _squeezed(got, shape):
+            raise CheckFailed(f"{task}: for q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)} your {name} have "
+                              f"shape {fmt_shape(got.shape)}, expected {fmt_shape(shape)}: an axis of size 1 "
+                              "was dropped (.squeeze() drops every one, also a single query T = 1, as in "
+                              "generation, or a batch of 1). Keep the shapes (..., T, S) and (..., T, Dv).")
     if not isinstance(w, torch.Tensor) or w.shape != ref_w.shape:
         compare(task, w, ref_w, what=what, dtype=q.dtype)  # reports the type or the shape
     w64 = w.detach().double()
@@ -155,6 +215,8 @@ def _check_attention_case(
         _diagnose_far_below(task, w64)
     if mask is not None:
         _diagnose_mask(task, w64.nan_to_num(0.0, posinf=0.0, neginf=float("-inf")), scores, mask)
+    if far_masked:
+        _diagnose_far_masked(task, w64, ref_w)
     if not torch.isfinite(w64).all():
         compare(task, w, ref_w, what=what, dtype=q.dtype)  # reports the NaN or infinity
     if mask is None and not far_below:
@@ -286,7 +348,8 @@ def check_scaled_dot_product_attention(fn: Callable) -> bool:
 
     def body() -> str:
         g = torch.Generator().manual_seed(404)
-        plain = [((2, 4), 5, 6, 8), ((3,), 4, 7, 16), ((), 6, 3, 4)]  # (batch, T, S, Dh)
+        # (batch, T, S, Dh); one query (T = 1, as in generation) and a batch of one: no .squeeze()
+        plain = [((2, 4), 5, 6, 8), ((3,), 4, 7, 16), ((), 6, 3, 4), ((3,), 1, 5, 8), ((1,), 4, 6, 8)]
         graded = []  # the gradients are compared once every value is right: a value mistake is named first
         for batch, T, S, d in plain:
             q, k = torch.randn(*batch, T, d, generator=g), torch.randn(*batch, S, d, generator=g)
@@ -302,14 +365,16 @@ def check_scaled_dot_product_attention(fn: Callable) -> bool:
             graded.append(_check_attention_case(task, fn, q, k, v, mask))
         q64, k64, v64 = (torch.randn(3, 4, 5, generator=g, dtype=torch.float64) for _ in range(3))
         graded.append(_check_attention_case(task, fn, q64, k64, v64, causal[:4, :4]))
+        graded.append(_check_attention_case(task, fn, *_far_masked_case(g), far_masked=True))
         empty = causal.clone()
         empty[2] = False  # query 2 may see nothing
         graded.append(_check_empty_row(task, fn, q, k, v, empty, row=2))
         for qkv, mask, where in graded:
             _check_attention_gradients(task, fn, qkv, mask, where)
         return (f"{len(plain) + 1} unmasked inputs (one query's scores far below the others'), "
-                "random, padding, causal and combined masks, float64, and a query with no key to see; "
-                "the output's gradients with respect to q, k and v")
+                "random, padding, causal and combined masks, float64, a query whose allowed scores lie "
+                "far below its blocked ones, and a query with no key to see; the output's gradients with "
+                "respect to q, k and v")
 
     return run_check(task, body)
 
@@ -777,8 +842,28 @@ def _check_gradients(task: str, module: torch.nn.Module, out: torch.Tensor, inpu
                               "or .item()?") from None
 
 
+def _planted(p: dict[str, torch.Tensor], H: int, score: float) -> torch.Tensor:
+    """(D,): an input vector whose query and key give ``score`` with each other in head 0.
+
+    Along the direction u where q . k / sqrt(Dh) is most negative, x = c u gives the score
+    a c^2 + b c + e, a < 0; c is the positive root of a c^2 + b c + e = score.
+    """
+    D = p["q_proj.weight"].shape[0]
+    Dh = D // H
+    wq, wk = p["q_proj.weight"][:Dh].double(), p["k_proj.weight"][:Dh].double()  # head 0: (Dh, D)
+    bq, bk = p["q_proj.bias"][:Dh].double(), p["k_proj.bias"][:Dh].double()
+    form = wq.T @ wk / math.sqrt(Dh)  # (D, D): x^T form x is the quadratic part of the score
+    u = torch.linalg.eigh((form + form.T) / 2).eigenvectors[:, 0]  # the most negative direction
+    a = (u @ form @ u).item()
+    b = ((bq @ wk @ u + bk @ wq @ u) / math.sqrt(Dh)).item()
+    e = (bq @ bk / math.sqrt(Dh)).item() - score
+    c = (-b - math.sqrt(b * b - 4 * a * e)) / (2 * a)
+    return (c * u).float()
+
+
 def _mha_case(task: str, cls: Callable, g: torch.Generator, B: int, T: int, S: int, D: int, H: int,
-              mask: torch.Tensor | None, *, cross: bool, size: float = 1.0) -> None:
+              mask: torch.Tensor | None, *, cross: bool, size: float = 1.0, plant: float | None = None,
+              ) -> None:
     with torch.random.fork_rng(devices=[]):
         ref = MultiHeadAttention(D, H)
     with torch.no_grad():
@@ -787,6 +872,8 @@ def _mha_case(task: str, cls: Callable, g: torch.Generator, B: int, T: int, S: i
             getattr(ref, name).bias.copy_(0.1 * torch.randn(D, generator=g))
     module = _learner_module(task, cls, D, H, ref)
     x = size * torch.randn(B, T, D, generator=g)
+    if plant is not None:  # query 0 of example 0, whose only allowed key is itself, scores `plant` in head 0
+        x[0, 0] = _planted(ref.state_dict(), H, plant)
     inputs = ({"query": x, "key": size * torch.randn(B, S, D, generator=g),
                "value": size * torch.randn(B, S, D, generator=g)} if cross else {"x": x})
     inputs = {name: t.clone().requires_grad_() for name, t in inputs.items()}
@@ -838,6 +925,8 @@ def _diagnose_mha(task: str, out: object, w64: torch.Tensor, p: dict[str, torch.
         for options, message in _weight_slips(H, D, mask is not None):
             if _matches(w64, _mha(p, H, *qkv, mask, **options)[1].detach()):
                 raise CheckFailed(f"{task}: {where} {message}.")
+        if mask is not None:
+            _diagnose_lost_rows(task, w64, ref_w, p, H, qkv, mask, where)
         return
     if mask is not None:
         leaked = w64.masked_select(~mask.expand(w64.shape)).abs()
@@ -849,6 +938,25 @@ def _diagnose_mha(task: str, out: object, w64: torch.Tensor, p: dict[str, torch.
         for options, message in _output_slips(cross):
             if _matches(out, _mha(p, H, *qkv, mask, **options)[0].detach()):
                 raise CheckFailed(f"{task}: {where} {message}.")
+
+
+def _diagnose_lost_rows(task: str, w64: torch.Tensor, ref_w: torch.Tensor, p: dict[str, torch.Tensor],
+                        H: int, qkv: tuple[torch.Tensor, ...], mask: torch.Tensor, where: str) -> None:
+    """Queries whose weights vanish while the blocked keys get none: a finite fill, zeroed afterwards."""
+    sums = w64.sum(-1)  # (B, H, T)
+    lost = (ref_w.sum(-1) > 0.5) & (sums < 0.5)
+    if not lost.any() or w64.masked_select(~mask.expand(w64.shape)).abs().max() > 0:
+        return
+    qs = _split(qkv[0] @ p["q_proj.weight"].T + p["q_proj.bias"], H)  # (B, H, T, Dh)
+    ks = _split(qkv[1] @ p["k_proj.weight"].T + p["k_proj.bias"], H)  # (B, H, S, Dh)
+    scores = (qs @ ks.transpose(-2, -1) / math.sqrt(qs.shape[-1])).detach()  # (B, H, T, S)
+    b, h, t = (int(i) for i in lost.nonzero()[0])
+    top = scores[b, h, t].masked_fill(~mask.expand(scores.shape)[b, h, t], float("-inf")).max().item()
+    raise CheckFailed(f"{task}: {where} query {t} of example {b} in head {h}, whose allowed scores are all "
+                      f"low (the largest is {top:.0f}), gets weights that sum to {sums[b, h, t]:.3g}, not 1: "
+                      "a finite fill value such as -100 lies above its real scores, so the blocked keys "
+                      "take its weight, and zeroing them after the softmax leaves nothing. Fill the "
+                      "blocked scores with float('-inf') or torch.finfo(scores.dtype).min.")
 
 
 def check_multi_head_attention(cls: Callable) -> bool:
@@ -870,10 +978,10 @@ def check_multi_head_attention(cls: Callable) -> bool:
                  (3, 4, 7, 24, 2, padding, True), (2, 6, 6, 8, 4, right, False)]
         for B, T, S, D, H, mask, cross in cases:
             _mha_case(task, cls, g, B, T, S, D, H, mask, cross=cross)
-        _mha_case(task, cls, g, 2, 6, 6, 16, 4, causal, cross=False, size=8.0)
+        _mha_case(task, cls, g, 2, 6, 6, 16, 4, causal, cross=False, size=8.0, plant=-250.0)
         return (f"{len(cases) + 1} inputs (self- and cross-attention; no mask, causal (T, T), padding "
-                "(B, 1, 1, S), combined (B, 1, T, T); large scores): outputs, weights and gradients equal "
-                "the course's MultiHeadAttention's")
+                "(B, 1, 1, S), combined (B, 1, T, T); large scores, one query's only allowed score near "
+                "-250): outputs, weights and gradients equal the course's MultiHeadAttention's")
 
     return run_check(task, body)
 

@@ -337,6 +337,28 @@ def _same(got: torch.Tensor, wrong: torch.Tensor | None, ref: torch.Tensor, tol:
             and close(got[keep], wrong[keep], **tol) and not close(wrong[keep], ref[keep], **tol))
 
 
+_EMPTY_SLICE = ("at offset k = 0, pe[:-k] is pe[:-0] = pe[:0], which is empty (not the whole table); "
+                "slice with pe[:L - k] (L = pe.shape[0]), which is the whole table at k = 0")
+
+
+def _diagnose_offset_zero(task: str, mean: torch.Tensor, spread: torch.Tensor, ref_mean: torch.Tensor,
+                          ref_spread: torch.Tensor, tol: dict, where: str) -> None:
+    """Every offset right but 0: the slice pe[:-k], empty at k = 0."""
+    rest_right = close(mean[1:], ref_mean[1:], **tol) and close(spread[1:], ref_spread[1:], **tol)
+    if len(ref_mean) < 2 or not rest_right:
+        return
+    if close(mean[:1], ref_mean[:1], **tol) and close(spread[:1], ref_spread[:1], **tol):
+        return
+    got = f"mean {mean[0].item():.4g} and spread {spread[0].item():.4g}"
+    expected = f"{ref_mean[0].item():.4g} and {ref_spread[0].item():.4g}"
+    if torch.isnan(mean[0]) or torch.isnan(spread[0]) or spread[0] == 0:
+        raise CheckFailed(f"{task}: {where} every offset is right except offset 0 ({got}, expected "
+                          f"{expected}): {_EMPTY_SLICE}.")
+    raise CheckFailed(f"{task}: {where} every offset is right except offset 0 ({got}, expected {expected}): "
+                      "offset 0 pairs each row with itself, PE[p] . PE[p], for every p. (If you sliced "
+                      f"with pe[:-k]: {_EMPTY_SLICE}.)")
+
+
 def _diagnose_profile(task: str, pe: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor,
                       where: str) -> None:
     L, tol = pe.shape[0], _tolerance(pe.dtype)
@@ -350,6 +372,7 @@ def _diagnose_profile(task: str, pe: torch.Tensor, mean: torch.Tensor, spread: t
                               f"shape ({L},): reduce the dot products PE[p] . PE[p + k] over p.")
     if not all(isinstance(t, torch.Tensor) and t.shape == (L,) for t in (mean, spread)):
         return
+    _diagnose_offset_zero(task, mean, spread, ref_mean, ref_spread, tol, where)
     for wrong_mean, wrong_spread, message in _offset_mistakes(pe):
         if ((wrong_mean is not None or wrong_spread is not None)
                 and _same(mean, wrong_mean, ref_mean, tol) and _same(spread, wrong_spread, ref_spread, tol)
@@ -377,10 +400,10 @@ def check_offset_profile(fn: Callable[[torch.Tensor], tuple]) -> bool:
             try:
                 got = call(task, fn, pe, forbid=_DOT_SHORTCUTS)
             except CheckFailed as failed:
-                if isinstance(failed.__cause__, RuntimeError) and "(0)" in str(failed.__cause__):
-                    raise CheckFailed(f"{failed} An empty slice met a full one: for offset 0, pe[:-k] is "
-                                      "pe[:-0] = pe[:0], which is empty; slice with pe[:len(pe) - k]."
-                                      ) from failed.__cause__
+                cause = str(failed.__cause__)
+                if isinstance(failed.__cause__, (RuntimeError, IndexError, ValueError)) and (
+                        "(0)" in cause or "numel() == 0" in cause or "zero-size" in cause):
+                    raise CheckFailed(f"{failed} An empty slice: {_EMPTY_SLICE}.") from failed.__cause__
                 raise
             mean, spread = unpack(task, got, ("mean", "spread"))
             for name, value in (("mean", mean), ("spread", spread)):
