@@ -13,13 +13,16 @@ PYTEST_WORKERS ?= 2
 # a hang fails in minutes instead of waiting for CI's limit.
 CELL_TIMEOUT ?= 300
 
-.PHONY: help install install-dev lab test test-package test-notebooks test-browser test-binder browser-deps exercises notebooks bench lint clean
+.PHONY: help install install-dev lab test test-package test-notebooks test-browser test-binder browser-deps \
+	classroom classroom-deps test-classroom exercises notebooks bench lint clean
 
 help:
 	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00"
 	@echo "make test       install, then lint, package tests, exercise checks and every notebook (offline)"
 	@echo "make test-browser  run notebooks in a real JupyterLab in headless Chromium"
 	@echo "make exercises  stamp nbgrader metadata on solutions/ and regenerate exercises/ from them"
+	@echo "make classroom  start the course's JupyterHub + nbgrader on localhost (an instructor, two students)"
+	@echo "make test-classroom  nbgrader's whole cycle through a real local JupyterHub, then in Chromium"
 	@echo "make bench      time every notebook and write bench/results.md"
 
 $(PY):
@@ -35,8 +38,23 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The classroom: JupyterHub and nbgrader at the versions tested together (pyproject's
+# `classroom` extra), and JupyterHub's proxy from npm into classroom/node_modules (package-lock.json).
+$(VENV)/.installed-classroom: pyproject.toml $(VENV)/.installed-dev
+	$(PY) -m pip install --quiet -e ".[dev,classroom]"
+	touch $@
+
+# Without npm the classroom's test skips and says so (on a learner's laptop); CI has npm.
+classroom/node_modules/.package-lock.json: classroom/package.json classroom/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd classroom && npm ci --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "no npm here: configurable-http-proxy not installed, the classroom cannot start"; \
+	fi
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+classroom-deps: $(VENV)/.installed-classroom classroom/node_modules/.package-lock.json
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb $(LAB_ARGS)
@@ -49,14 +67,15 @@ lint: install-dev
 # (two threads each on two cores oversubscribe the CPU and slow small models badly).
 TEST_ENV := TC_PROGRESS=0 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-test: install-dev lint browser-deps
+test: install-dev lint browser-deps classroom-deps
 	$(PY) tools/make_exercises.py --check
 	$(PY) -m pytest -q tests/binder
 	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
-		--ignore=tests/browser --ignore=tests/binder \
+		--ignore=tests/browser --ignore=tests/binder --ignore=tests/classroom \
 		tests notebooks solutions
 	tools/offline.sh $(PY) -m pytest -s tests/browser
+	tools/offline.sh $(PY) -m pytest -s tests/classroom
 
 # Binder's environment rebuilt with pip in a fresh venv (needs the package index).
 test-binder: install-dev
@@ -65,6 +84,16 @@ test-binder: install-dev
 # The browser test: a real JupyterLab driven in Debian's Chromium by Playwright.
 test-browser: install-dev browser-deps
 	tools/offline.sh $(PY) -m pytest -s tests/browser
+
+# The classroom: a real JupyterHub on localhost, nbgrader's whole cycle through it (offline),
+# then a student and the instructor in Chromium.
+test-classroom: classroom-deps browser-deps
+	tools/offline.sh $(PY) -m pytest -s tests/classroom
+
+# The course's JupyterHub on localhost until Ctrl-C: an instructor and two students, their
+# passwords printed; everything it writes goes to classroom/run/ (CLASSROOM_ARGS="--students 30").
+classroom: classroom-deps
+	$(PY) tools/classroom.py serve $(CLASSROOM_ARGS)
 
 # Debian's Chromium for the browser test (no test tool may download a browser of its own).
 # Installed when missing and we are root with apt-get; otherwise the browser test skips.
