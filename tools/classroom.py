@@ -382,7 +382,7 @@ The course's JupyterHub is running (started in {took:.1f} s). Open {hub.url} and
 
 Instructor: the formgrader is at {hub.url}/services/{COURSE_ID}/formgrader
   (open it in its own browser tab). Its "Manage Assignments" page lists the 12 exercise
-  notebooks, copied from solutions/ into {hub.course_dir}/source/: Generate, then Release.
+  notebooks, copied from solutions/ into {hub.course_dir}/source/: Generate, look at it, then Release.
 Students: in JupyterLab, menu Nbgrader > Assignment List: Fetch, work, Submit.
 Everything is kept in {state}; delete it to start over. Ctrl-C stops the hub and every server.
 """, flush=True)
