@@ -223,3 +223,10 @@ def test_switching_requires_grad_on_the_caller_s_tensor_is_caught():
 def test_a_module_that_calls_a_shortcut_is_named_in_the_message():
     with pytest.raises(CheckFailed, match=r"through nn\.RNNCell, which calls it"):
         call("rnn", lambda x: nn.RNNCell(2, 2)(x), torch.randn(1, 2), forbid=SHORTCUTS["rnn_cell"])
+
+
+def test_close_can_count_matching_nan_and_inf_as_equal():
+    a = torch.tensor([1.0, float("nan"), float("-inf")])
+    assert not close(a, a.clone()) and close(a, a.clone(), nonfinite=True)
+    assert not close(a, torch.tensor([1.0, float("-inf"), float("nan")]), nonfinite=True)
+    assert not close(a, torch.tensor([1.5, float("nan"), float("-inf")]), nonfinite=True)

@@ -293,11 +293,24 @@ def _kind(dtype: torch.dtype) -> str:
     return "float" if dtype.is_floating_point else "int"
 
 
-def close(got: object, expected: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    """True when ``got`` is a tensor of ``expected``'s shape and values (compared in float64)."""
+def close(got: object, expected: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4,
+          nonfinite: bool = False) -> bool:
+    """True when ``got`` is a tensor of ``expected``'s shape and values (compared in float64).
+
+    ``nonfinite``: NaN, inf and -inf count as equal where both have them in the same places
+    (for comparing with a mistake that produces them).
+    """
     if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
         return False
     a, b = got.detach(), expected.detach()
+    if nonfinite:
+        a, b = a.double(), b.double()
+        finite = torch.isfinite(a)
+        if not torch.equal(finite, torch.isfinite(b)):
+            return False
+        signs = {"nan": 0.0, "posinf": 1.0, "neginf": -1.0}
+        return (torch.equal(a[~finite].nan_to_num(**signs), b[~finite].nan_to_num(**signs))
+                and close(a[finite], b[finite], atol=atol, rtol=rtol))
     if a.dtype.is_complex or b.dtype.is_complex:
         return bool(torch.allclose(a.to(torch.complex128), b.to(torch.complex128), atol=atol, rtol=rtol))
     return bool(torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol, equal_nan=False))

@@ -29,16 +29,7 @@ __all__ = ["check_online_softmax_step", "check_tiled_attention"]
 # ----------------------------------------------------------------------------- task 1: one step
 
 def _same(got: object, want: torch.Tensor) -> bool:
-    """``close``, but NaN, inf and -inf count as equal where both have them in the same places."""
-    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-        return False
-    a, b = got.detach().double(), want.detach().double()
-    finite = torch.isfinite(a)
-    if not torch.equal(finite, torch.isfinite(b)):
-        return False
-    signs = {"nan": 0.0, "posinf": 1.0, "neginf": -1.0}
-    return (torch.equal(a[~finite].nan_to_num(**signs), b[~finite].nan_to_num(**signs))
-            and close(a[finite], b[finite]))
+    return close(got, want, nonfinite=True)
 
 
 # What NaN or infinity in the new l or acc means, by the kind of state it came from.
