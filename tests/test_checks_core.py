@@ -230,3 +230,21 @@ def test_close_can_count_matching_nan_and_inf_as_equal():
     assert not close(a, a.clone()) and close(a, a.clone(), nonfinite=True)
     assert not close(a, torch.tensor([1.0, float("-inf"), float("nan")]), nonfinite=True)
     assert not close(a, torch.tensor([1.5, float("nan"), float("-inf")]), nonfinite=True)
+
+
+def test_backpropagate_names_a_cut_graph_and_a_failing_backward_pass():
+    from transformer_course.checks._core import backpropagate
+
+    x = torch.randn(3, requires_grad=True)
+    grads = backpropagate(x * 2, torch.ones(3), [x], prefix="t: your output", trained="It is trained",
+                          in_place_hint=".")
+    assert torch.equal(grads[0], torch.full((3,), 2.0))
+    with pytest.raises(CheckFailed, match="your output is right, but no gradient reaches it.*It is trained"):
+        backpropagate((x * 2).detach(), torch.ones(3), [x], prefix="t: your output",
+                      trained="It is trained", in_place_hint=".")
+    saved = x.exp()
+    out = saved * 1.0
+    saved.add_(1)  # changes a tensor exp saved for the backward pass
+    with pytest.raises(CheckFailed, match=r"backpropagating through it fails \(.*\): write a new tensor"):
+        backpropagate(out, torch.ones(3), [x], prefix="t: your output", trained="It is trained",
+                      in_place_hint=": write a new tensor")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 __all__ = ["CheckFailed", "run_check", "call", "compare", "close", "check_distribution", "fmt_shape",
-           "CheckResult", "blocked", "unpack", "as_float", "SHORTCUTS"]
+           "CheckResult", "blocked", "backpropagate", "unpack", "as_float", "SHORTCUTS"]
 
 
 class CheckFailed(AssertionError):
@@ -260,6 +260,25 @@ def _short_repr(value: object) -> str:
         return f"a {type(value).__name__} module"
     text = " ".join(repr(value).split())  # one line
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def backpropagate(got: torch.Tensor, upstream: torch.Tensor, leaves: Sequence[torch.Tensor], *,
+                  prefix: str, trained: str, in_place_hint: str) -> tuple[torch.Tensor | None, ...]:
+    """The gradients of ``(got * upstream).sum()`` with respect to ``leaves`` (None where cut).
+
+    For checks of trained components whose values are already right. ``prefix`` begins the
+    message ("task: where: your output"); ``trained`` says why gradients matter ("The layer is
+    trained"); ``in_place_hint`` follows the error when the backward pass itself fails.
+    """
+    if not got.requires_grad:
+        raise CheckFailed(f"{prefix} is right, but no gradient reaches it: did you use .detach(), .data, "
+                          f"torch.no_grad() or numpy? {trained}, so every step must stay in autograd.")
+    try:
+        return torch.autograd.grad((got * upstream.to(got.dtype)).sum(), list(leaves), allow_unused=True)
+    except RuntimeError as err:
+        reason = str(err).split(". Hint")[0]
+        raise CheckFailed(f"{prefix} is right, but backpropagating through it fails "
+                          f"({reason}){in_place_hint}") from None
 
 
 def unpack(task: str, got: object, names: Sequence[str]) -> tuple:

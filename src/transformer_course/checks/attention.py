@@ -18,6 +18,7 @@ from ._core import (
     SHORTCUTS,
     CheckFailed,
     as_float,
+    backpropagate,
     call,
     check_distribution,
     close,
@@ -261,21 +262,13 @@ def _check_attention_gradients(task: str, fn: Callable, qkv: tuple[torch.Tensor,
     leaves = {name: t.clone().requires_grad_() for name, t in zip("qkv", qkv, strict=True)}
     args = (*leaves.values(),) + (() if mask is None else (mask.clone(),))
     out, _ = unpack(task, call(task, fn, *args, forbid=_NO_ATTENTION), ("output", "weights"))
-    if not out.requires_grad:
-        raise CheckFailed(f"{task}: {where}: your output is right, but no gradient reaches it: did you use "
-                          ".detach(), .data, torch.no_grad() or numpy? Attention is trained, so every "
-                          "step must stay in autograd.")
     upstream = torch.randn(out.shape, generator=g, dtype=torch.float64)
-    try:
-        grads = torch.autograd.grad((out * upstream.to(out.dtype)).sum(), list(leaves.values()),
-                                    allow_unused=True)
-    except RuntimeError as err:
-        reason = str(err).split(". Hint")[0]
-        raise CheckFailed(f"{task}: {where}: your output is right, but backpropagating through it fails "
-                          f"({reason}). An in-place change of a tensor that autograd saved (such as "
-                          "`weights[weights != weights] = 0` after the softmax) breaks the backward pass: "
-                          "compute a new tensor instead (weights.masked_fill(...), torch.nan_to_num)."
-                          ) from None
+    grads = backpropagate(out, upstream, leaves.values(), prefix=f"{task}: {where}: your output",
+                          trained="Attention is trained", in_place_hint=(
+                              ". An in-place change of a tensor that autograd saved (such as "
+                              "`weights[weights != weights] = 0` after the softmax) breaks the backward "
+                              "pass: compute a new tensor instead (weights.masked_fill(...), "
+                              "torch.nan_to_num)."))
     ref = {name: t.detach().double().requires_grad_() for name, t in leaves.items()}
     scores = ref["q"] @ ref["k"].transpose(-2, -1) / math.sqrt(qkv[0].shape[-1])  # (..., T, S)
     ref_out = _softmax_weights(scores, mask) @ ref["v"]  # (..., T, Dv)

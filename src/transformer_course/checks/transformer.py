@@ -13,7 +13,18 @@ import torch
 from torch import nn
 
 from ..transformer import EncoderLayer
-from ._core import SHORTCUTS, CheckFailed, as_float, call, close, compare, fmt_shape, run_check, unpack
+from ._core import (
+    SHORTCUTS,
+    CheckFailed,
+    as_float,
+    backpropagate,
+    call,
+    close,
+    compare,
+    fmt_shape,
+    run_check,
+    unpack,
+)
 
 __all__ = ["check_layer_norm", "check_pre_ln_layer", "check_warmup_curve"]
 
@@ -139,20 +150,11 @@ def _check_layer_norm_gradients(task: str, fn: Callable, x: torch.Tensor, w: tor
 def _gradients(task: str, got: torch.Tensor, upstream: torch.Tensor, leaves: dict[str, torch.Tensor],
                where: str) -> list[torch.Tensor]:
     """The gradients of (got * upstream).sum() with respect to each leaf; a message if one is cut."""
-    if not got.requires_grad:
-        raise CheckFailed(f"{task}: {where} your result is right, but no gradient reaches it: did you use "
-                          ".detach(), .data, torch.no_grad() or numpy? The layer is trained, so every step "
-                          "must stay in autograd.")
-    try:
-        grads = torch.autograd.grad((got * upstream.to(got.dtype)).sum(), list(leaves.values()),
-                                    allow_unused=True)
-    except RuntimeError as err:
-        reason = str(err).split(". Hint")[0]
-        raise CheckFailed(f"{task}: {where} your result is right, but backpropagating through it fails "
-                          f"({reason}): an in-place operation (`+=`, `*=`, `add_`, `[...] =`) changed a "
-                          "tensor that autograd had saved for the backward pass (a LayerNorm or a product "
-                          "saves its input). Write a new tensor instead: `h = h + ...`, not `h += ...`."
-                          ) from None
+    grads = backpropagate(got, upstream, leaves.values(), prefix=f"{task}: {where} your result",
+                          trained="The layer is trained", in_place_hint=(
+                              ": an in-place operation (`+=`, `*=`, `add_`, `[...] =`) changed a tensor "
+                              "that autograd had saved for the backward pass (a LayerNorm or a product "
+                              "saves its input). Write a new tensor instead: `h = h + ...`, not `h += ...`."))
     cut = [name for name, grad in zip(leaves, grads, strict=True) if grad is None]
     if cut:
         raise CheckFailed(f"{task}: {where} your result is right, but no gradient reaches "
