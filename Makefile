@@ -14,16 +14,19 @@ PYTEST_WORKERS ?= 2
 CELL_TIMEOUT ?= 300
 
 .PHONY: help install install-dev lab test test-package test-notebooks test-browser test-binder browser-deps \
-	classroom classroom-deps test-classroom exercises notebooks bench lint clean
+	classroom classroom-deps test-classroom exercises notebooks bench seeds lint clean fresh
 
 help:
-	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00"
+	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00;"
+	@echo "               it copies exercises/ into my-work/ once (yours to solve, never overwritten)"
+	@echo "make fresh EXERCISE=03  a clean copy of one exercise in my-work/ (yours kept as a backup)"
 	@echo "make test       install, then lint, package tests, exercise checks and every notebook (offline)"
 	@echo "make test-browser  run notebooks in a real JupyterLab in headless Chromium"
 	@echo "make exercises  stamp nbgrader metadata on solutions/ and regenerate exercises/ from them"
 	@echo "make classroom  start the course's JupyterHub + nbgrader on localhost (an instructor, two students)"
 	@echo "make test-classroom  nbgrader's whole cycle through a real local JupyterHub, then in Chromium"
 	@echo "make bench      time every notebook and write bench/results.md"
+	@echo "make seeds      run every notebook that asserts a lesson on seeds 0-4, write bench/seeds.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +59,15 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 classroom-deps: $(VENV)/.installed-classroom classroom/node_modules/.package-lock.json
 
+# The learner works in my-work/ (git-ignored), copied from exercises/ once and never overwritten;
+# JupyterLab's root is the repository, so notebooks/ and my-work/ are both in its file browser.
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb $(LAB_ARGS)
+	$(PY) tools/my_work.py
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. notebooks/00_start_here.ipynb $(LAB_ARGS)
+
+fresh: | $(PY)
+	@test -n "$(EXERCISE)" || { echo "which exercise? e.g. make fresh EXERCISE=03"; exit 2; }
+	$(PY) tools/my_work.py --fresh $(EXERCISE)
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests tools bench
@@ -117,6 +127,12 @@ bench: install-dev
 	$(PY) bench/bench_mha.py
 	$(PY) bench/bench_kv_cache.py
 	$(PY) bench/run_notebooks.py
+
+# Every lesson on five seeds (COURSE_SEED=0..4), two notebooks at a time: about 20 minutes.
+# Writes bench/seeds.md and src/transformer_course/seed_spreads.json (the spreads the notebooks
+# print); a test fails when they are older than the code. Run `make notebooks` after it.
+seeds: install-dev
+	$(TEST_ENV) $(PY) bench/seeds.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info

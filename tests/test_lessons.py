@@ -41,7 +41,8 @@ def test_course_seed_defaults_to_0_and_reads_the_environment(monkeypatch):
     assert lessons.course_seed() == 3
 
 
-@pytest.mark.parametrize("raw, words", [("one", "int >= 0, got 'one'"), ("-1", "got -1"), ("1.5", "got '1.5'")])
+@pytest.mark.parametrize("raw, words", [("one", "int >= 0, got 'one'"), ("-1", "got -1"),
+                                        ("1.5", "got '1.5'")])
 def test_course_seed_rejects_what_is_not_a_seed(monkeypatch, raw, words):
     monkeypatch.setenv(lessons.SEED_ENV, raw)
     with pytest.raises(ValueError, match=re.escape(words)):
@@ -81,7 +82,8 @@ def test_under_make_seeds_a_miss_is_recorded_not_raised(no_table, monkeypatch, c
     lessons.lesson("holds", 1.0, at_least=0.5)
     lessons.lesson("misses", 0.1, at_least=0.5, fmt=".2f")
     rows = [json.loads(x) for x in record.read_text().splitlines()]
-    assert [(r["name"], r["passed"], r["fmt"]) for r in rows] == [("holds", True, ".3g"), ("misses", False, ".2f")]
+    assert [(r["name"], r["passed"], r["fmt"]) for r in rows] == [("holds", True, ".3g"),
+                                                                  ("misses", False, ".2f")]
     assert "LESSON MISSED: misses: 0.10" in capsys.readouterr().out
 
 
@@ -127,16 +129,19 @@ def test_every_lesson_in_the_notebooks_was_measured_and_names_are_unique():
     seeds = _seeds_module()
     names = [n for p in seeds.lesson_notebooks() for n in _lesson_names(p)]
     assert names, "no notebook asserts a lesson"
-    assert len(names) == len(set(names)), f"lesson names repeat: {sorted(n for n in names if names.count(n) > 1)}"
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    assert not repeated, f"lesson names repeat: {repeated}"
     measured = set(_committed()["lessons"])
     assert set(names) == measured, (f"not measured: {set(names) - measured}; "
                                     f"measured but gone: {measured - set(names)}")
+
+
+LITERAL_SEED = re.compile(r"set_seed\(\d|\bseed=\d|manual_seed\(\d|generator\(\d|seed=ipywidgets\.fixed\(\d")
 
 
 def test_every_lecture_notebook_takes_its_seed_from_one_line():
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = [c.source for c in nbformat.read(path, 4).cells if c.cell_type == "code"]
         assert "SEED = lessons.course_seed()" in cells[0], f"{path.name}: no SEED line in its first code cell"
-        literal = [ln for src in cells for ln in src.splitlines()
-                   if re.search(r"set_seed\(\d|\bseed=\d|manual_seed\(\d|generator\(\d|seed=ipywidgets\.fixed\(\d", ln)]
+        literal = [ln for src in cells for ln in src.splitlines() if LITERAL_SEED.search(ln)]
         assert not literal, f"{path.name}: a seed not derived from SEED: {literal}"

@@ -66,8 +66,8 @@ def test_a_partial_and_fixed_arguments_are_wired():
         fig.suptitle(title)
         return fig
 
-    w = widgets.figure_widget(functools.partial(scaled, title="t"), n=ipywidgets.IntSlider(value=2, min=1, max=3),
-                              scale=ipywidgets.fixed(2))
+    w = widgets.figure_widget(functools.partial(scaled, title="t"),
+                              n=ipywidgets.IntSlider(value=2, min=1, max=3), scale=ipywidgets.fixed(2))
     assert w.kwargs["n"] == 2 and w.kwargs["scale"] == 2 and w.out.outputs
 
 
