@@ -107,11 +107,11 @@ def plot_gradient_curves(ax: Axes, depth_curves: dict[str, torch.Tensor], depth:
     ax.set_xlabel("layer (1 = nearest the input)")
 
 
-def gradient_figure(depth: int = 24) -> Figure:
-    """The gradient-norm curves of the four variants for one depth."""
+def gradient_figure(depth: int = 24, seed: int = 0) -> Figure:
+    """The gradient-norm curves of the four variants for one depth (layers initialised from ``seed``)."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    plot_gradient_curves(ax, gradient_norm_curves(depth, seed=0), depth)
+    plot_gradient_curves(ax, gradient_norm_curves(depth, seed=seed), depth)
     ax.set_ylabel("||dL/d input|| / same at the last layer")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
