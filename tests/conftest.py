@@ -1,7 +1,13 @@
-"""Shared test settings."""
+"""Shared test settings, and the headless Chromium of the browser and classroom tests."""
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
+
+# Debian's Chromium: no test tool may download a browser of its own.
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +18,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright; skips when either is missing."""
+    playwright = pytest.importorskip("playwright.sync_api",
+                                     reason="Playwright's Python package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (install Debian's chromium package)")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            yield b
+        finally:
+            b.close()

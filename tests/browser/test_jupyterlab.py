@@ -90,18 +90,6 @@ def lab(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def _images(page) -> list[str]:
     return page.eval_on_selector_all(".jp-OutputArea-output img", "els => els.map(e => e.src)")
 

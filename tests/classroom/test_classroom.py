@@ -60,7 +60,6 @@ INSTRUCTOR, RIGHT, MIXED = "instructor", "student1", "student2"
 ASSIGNMENTS = ["00_warmup", "05_masks_and_multi_head"]
 SOLUTION = {a: json.loads((ROOT / "solutions" / f"{a}.ipynb").read_text(encoding="utf-8"))
             for a in ASSIGNMENTS}
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(os.environ.get("CLASSROOM_SCREENSHOTS", ROOT / "bench" / "screenshots"))
 
 # student2's typical mistakes, each made in the solution's own code: (find, replace by)
@@ -280,22 +279,6 @@ def test_the_feedback_shows_the_checks_messages(cycle):
 
 
 # ----------------------------------------------------------------------------- in the browser
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api",
-                                     reason="Playwright's Python package is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (install Debian's chromium package)")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        try:
-            yield b
-        finally:
-            b.close()
-
 
 def _log_in(browser, hub, name: str, password: str):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
