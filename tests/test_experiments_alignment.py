@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from typing import NamedTuple
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from transformer_course import korean
 from transformer_course.attention import AdditiveAttention
 from transformer_course.data import make_pairs, task_vocabs
 from transformer_course.experiments import alignment
@@ -20,31 +23,29 @@ PAIRS = make_pairs("translate", 400, 5, 16, seed=9)
 
 
 def test_translation_alignment_reproduces_the_data_and_points_at_translations():
-    from transformer_course import data
-
-    lexicon = {**data.NOUNS, **data.PLACES, **data.VERBS, **data.ADJECTIVES, **data.ADVERBS,
-               **{k: v for k, v in data.DETERMINERS.items() if v}, "in": data.PARTICLES["place"]}
     for src, tgt in PAIRS:
         aligned = alignment.translation_alignment(src)
         assert [a.word for a in aligned] == tgt
+        assert all(a.phrase in alignment.PHRASES for a in aligned)
         for a in aligned:
             if a.source is None:
-                assert a.word in (data.PARTICLES["subject"], data.PARTICLES["object"])
+                assert a.word in ("이", "가", "을", "를", "은", "는")
             else:
-                assert lexicon[src[a.source]] == a.word
-        assert aligned[-1].phrase == "verb" and src[aligned[-1].source] in data.VERBS
+                assert 0 <= a.source < len(src)
+        verb = next(v for v in korean.VERBS if v.forms.plain == aligned[-1].word)
+        assert aligned[-1].phrase == "verb" and src[aligned[-1].source] in (verb.en, verb.en_plural)
 
 
 def test_translation_alignment_example():
     src = "the old dog sees a cat in the park".split()
     got = [(a.word, a.source, a.phrase) for a in alignment.translation_alignment(src)]
-    assert got == [("neulgeun", 1, "subject"), ("gae", 2, "subject"), ("ga", None, "subject"),
-                   ("gongwon", 8, "place"), ("eseo", 6, "place"), ("goyangi", 5, "object"),
-                   ("reul", None, "object"), ("bonda", 3, "verb")]
+    assert got == [("늙은", 1, "subject"), ("개", 2, "subject"), ("가", None, "subject"),
+                   ("공원", 8, "place"), ("에서", 6, "place"), ("고양이", 5, "object"),
+                   ("를", None, "object"), ("본다", 3, "verb")]
 
 
 @pytest.mark.parametrize("bad", [["the", "dog"], "the dog sees a cat".split()[::-1],
-                                 "the dog sees sees a cat".split(), "the dog sees a cow".split()])
+                                 "the dog sees sees a cat".split(), "the dog sees a zebra".split()])
 def test_translation_alignment_rejects_other_sentences(bad):
     with pytest.raises(ValueError, match="translate task"):
         alignment.translation_alignment(bad)
@@ -69,7 +70,7 @@ def test_alignment_accuracy_is_one_for_the_true_alignment_and_low_for_the_monoto
     assert set(perfect) == {"all", *alignment.PHRASES}
     assert all(v == 1.0 for v in perfect.values())
     diagonal = alignment.alignment_accuracy(alignment.monotonic_weights(PAIRS), PAIRS)
-    assert diagonal["all"] < 0.35 and diagonal["verb"] == 0.0
+    assert diagonal["all"] < 0.35 and diagonal["verb"] < 0.2
     shifted = alignment.alignment_accuracy(gold_weights(PAIRS).roll(1, dims=2), PAIRS)
     assert shifted["all"] == 0.0
 
@@ -95,9 +96,22 @@ def test_plot_alignment_checks_the_shape():
     fig = Figure()
     ax = fig.subplots()
     alignment.plot_alignment(ax, torch.rand(2, 3), ["a", "b", "c"], ["x", "y"], gold=[0, None], title="t")
-    assert len(ax.patches) == 1
+    assert len(ax.patches) == 1 and len(fig.axes) == 1
     with pytest.raises(ValueError, match=r"\(T, S\) = \(2, 3\)"):
         alignment.plot_alignment(ax, torch.rand(3, 2), ["a", "b", "c"], ["x", "y"])
+
+
+def test_plot_alignment_draws_hangul_and_a_colour_bar():
+    src, tgt = PAIRS[0]
+    fig = Figure()
+    ax = fig.subplots()  # made before plot_alignment registers the Hangul font
+    alignment.plot_alignment(ax, torch.rand(len(tgt), len(src)), src, tgt, title=korean.join(tgt),
+                             colorbar=True)
+    assert len(fig.axes) == 2  # the heatmap and its colour bar
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(io.BytesIO(), format="png")
+    assert not [w for w in caught if "missing from font" in str(w.message)]
 
 
 # ----------------------------------------------------------------------------- the widget
@@ -134,7 +148,7 @@ class ScriptedTranslator(nn.Module):
         src, tgt = pair
         self.ids = ko.encode(tgt, eos=True)
         if wrong_at is not None:
-            self.ids[wrong_at] = ko.stoi["ga"] if tgt[wrong_at] != "ga" else ko.stoi["reul"]
+            self.ids[wrong_at] = ko.stoi["가"] if tgt[wrong_at] != "가" else ko.stoi["를"]
         self.gold = [a.source or 0 for a in alignment.translation_alignment(src)] + [len(src) - 1]
         self.S, self.V = len(src), len(ko)
 

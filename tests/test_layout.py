@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "transformer_course"
 NAME = "transformer_course"
 COMPONENTS = {"rnn", "seq2seq", "attention", "positional", "transformer", "gpt", "efficient",
-              "decoding", "data", "train", "utils", "_validate", "measure"}
+              "decoding", "data", "korean", "train", "utils", "_validate", "measure"}
 ONLY_COMPONENTS = COMPONENTS | {"reference", "widgets", "__init__"}  # may import components only
 
 

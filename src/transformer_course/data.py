@@ -8,14 +8,15 @@ Tasks (``TASKS``):
 - ``copy``:      a b c d  ->  a b c d
 - ``reverse``:   a b c d  ->  d c b a
 - ``sort``:      d a c b  ->  a b c d
-- ``translate``: English (subject-verb-object) into a Korean-like order (subject-object-verb)
-  with particles, romanised so that every font can draw it::
+- ``translate``: English into Korean, in Hangul, from a small grammar (``korean``)::
 
-      the old dog sees a small cat in the park
-      neulgeun gae ga gongwon eseo jageun goyangi reul bonda
+      the student who reads the book sees a small cat in the park
+      책 을 읽는 학생 이 공원 에서 작은 고양이 를 본다
 
-  Articles vanish, particles appear, the place moves to the middle and the verb to the
-  end, so the alignment between source and target is not monotonic.
+  The target keeps each particle as a token of its own; ``korean.join`` writes the sentence
+  as Korean is written (책을 읽는 학생이 공원에서 작은 고양이를 본다). Articles vanish,
+  particles appear, the verb moves to the end and relative clauses before their noun, so
+  the alignment between source and target crosses and nests.
 
 Shapes: B batch, S source length, T target length.
 """
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _validate
+from . import _validate, korean
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -37,24 +38,8 @@ TASKS = ("copy", "reverse", "sort", "translate")
 # The symbols of the copy / reverse / sort tasks.
 SYMBOLS = tuple("abcdefghijklmnopqrst")
 
-# The lexicon of the translation task: English -> Korean-like (romanised).
-NOUNS = {"dog": "gae", "cat": "goyangi", "boy": "sonyeon", "girl": "sonyeo",
-         "teacher": "seonsaeng", "student": "haksaeng", "bird": "sae", "farmer": "nongbu",
-         "doctor": "uisa", "child": "ai"}
-ADJECTIVES = {"big": "keun", "small": "jageun", "old": "neulgeun", "young": "jeolmeun",
-              "happy": "haengbokhan", "tired": "pigonhan", "clever": "ttokttokhan",
-              "kind": "chinjeolhan"}
-VERBS = {"sees": "bonda", "likes": "joahanda", "helps": "dopneunda", "follows": "ttaraganda",
-         "calls": "bureunda", "meets": "mannanda", "teaches": "gareuchinda"}
-PLACES = {"park": "gongwon", "school": "hakgyo", "house": "jip", "garden": "jeongwon",
-          "library": "doseogwan", "market": "sijang"}
-ADVERBS = {"quickly": "ppalli", "quietly": "joyonghi", "often": "jaju"}
-# Articles have no Korean counterpart; demonstratives do.
-DETERMINERS = {"the": None, "a": None, "this": "i", "that": "geu"}
-PARTICLES = {"subject": "ga", "object": "reul", "place": "eseo"}
-
 Pair = tuple[list[str], list[str]]
-TRANSLATE_LENGTHS = (5, 16)  # the shortest and longest English sentence the grammar makes
+TRANSLATE_LENGTHS = korean.LENGTHS  # the shortest and longest English sentence the grammar makes
 
 
 class Vocab:
@@ -100,37 +85,7 @@ def task_vocabs(task: str) -> tuple[Vocab, Vocab]:
     if task != "translate":
         v = Vocab(SYMBOLS)
         return v, v
-    src = [*DETERMINERS, *ADJECTIVES, *NOUNS, *VERBS, *PLACES, *ADVERBS, "in"]
-    tgt = [w for w in DETERMINERS.values() if w] + [
-        *ADJECTIVES.values(), *NOUNS.values(), *VERBS.values(), *PLACES.values(),
-        *ADVERBS.values(), *PARTICLES.values()]
-    return Vocab(src), Vocab(tgt)
-
-
-def _noun_phrase(rng: random.Random, nouns: dict[str, str], max_adj: int) -> Pair:
-    det = rng.choice(list(DETERMINERS))
-    adjs = rng.sample(list(ADJECTIVES), rng.randint(0, max_adj))
-    noun = rng.choice(list(nouns))
-    en = [det, *adjs, noun]
-    ko = ([DETERMINERS[det]] if DETERMINERS[det] else []) + [ADJECTIVES[a] for a in adjs]
-    return en, ko + [nouns[noun]]
-
-
-def translate_sentence(rng: random.Random) -> Pair:
-    """One random English sentence and its Korean-like translation."""
-    subj_en, subj_ko = _noun_phrase(rng, NOUNS, 3)
-    obj_en, obj_ko = _noun_phrase(rng, NOUNS, 3)
-    verb = rng.choice(list(VERBS))
-    adverb = [rng.choice(list(ADVERBS))] if rng.random() < 0.3 else []
-    en = subj_en + adverb + [verb] + obj_en
-    ko_place: list[str] = []
-    if rng.random() < 0.5:
-        place_en, place_ko = _noun_phrase(rng, PLACES, 1)
-        en += ["in", *place_en]
-        ko_place = place_ko + [PARTICLES["place"]]
-    ko = (subj_ko + [PARTICLES["subject"]] + ko_place + obj_ko + [PARTICLES["object"]]
-          + [ADVERBS[a] for a in adverb] + [VERBS[verb]])
-    return en, ko
+    return Vocab(korean.source_words()), Vocab(korean.target_words())
 
 
 def _symbol_pair(task: str, rng: random.Random, length: int) -> Pair:
@@ -167,10 +122,8 @@ def make_pairs(task: str, n: int, min_len: int, max_len: int, seed: int) -> list
         if task != "translate":
             pairs.append(_symbol_pair(task, rng, want))
             continue
-        en, ko = translate_sentence(rng)
-        while len(en) != want:  # rejection sampling keeps the lengths evenly spread
-            en, ko = translate_sentence(rng)
-        pairs.append((en, ko))
+        example = korean.generate(rng, want)  # a sentence of exactly `want` English words
+        pairs.append((example.english, example.korean))
     rng.shuffle(pairs)
     return pairs
 

@@ -110,3 +110,37 @@ def environment_report(matmul_size: int = 512, repeats: int = 5) -> dict[str, st
         f"matmul {matmul_size}x{matmul_size}": f"{seconds * 1e3:.2f} ms, "
                                                f"{2 * matmul_size**3 / seconds / 1e9:.1f} GFLOP/s",
     }
+
+
+# The Hangul font of the course's figures: NanumGothic (SIL Open Font License), which the
+# koreanize-matplotlib package ships. Nothing is downloaded at run time, so it works offline.
+HANGUL_FONT = "NanumGothic"
+
+
+def use_hangul_font() -> list[str]:
+    """Let matplotlib draw Hangul; returns the font families that text should use.
+
+    Registers the NanumGothic font of the koreanize-matplotlib package (without importing the
+    package, which would restyle every figure) and appends it to ``font.family``: matplotlib
+    draws each character with the first family that has it, so Latin text keeps the default
+    font and Hangul falls back to NanumGothic. Figures made afterwards draw Hangul; set the
+    returned families on text made before (``text.set_fontfamily(families)``).
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import matplotlib
+    from matplotlib import font_manager
+
+    if HANGUL_FONT not in {f.name for f in font_manager.fontManager.ttflist}:
+        spec = importlib.util.find_spec("koreanize_matplotlib")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError("use_hangul_font expects the koreanize-matplotlib package (it ships "
+                                      "the NanumGothic font), got none: pip install koreanize-matplotlib")
+        path = Path(spec.submodule_search_locations[0]) / "fonts" / f"{HANGUL_FONT}.ttf"
+        font_manager.fontManager.addfont(str(path))
+    families = list(matplotlib.rcParams["font.family"])
+    if HANGUL_FONT not in families:
+        families.append(HANGUL_FONT)
+        matplotlib.rcParams["font.family"] = families
+    return families
