@@ -111,3 +111,55 @@ def test_additive_decoder_step_equals_a_reference_built_from_pytorch_modules():
     theirs = torch.autograd.grad(ref.square().sum(), [*shared, cell.weight_ih, cell.weight_hh])
     for a, b in zip(ours, theirs, strict=True):
         assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- keys projected once
+
+@pytest.mark.parametrize("kind, general", [("additive", False), ("dot", True)])
+def test_keys_projected_once_per_source_give_the_same_logits_and_gradients(kind, general):
+    """The decoder computes W_k h_s once in init_state; recomputing it at every step is the same maths."""
+    torch.manual_seed(3)
+    attention = (AdditiveAttention(H, attn_size=7) if kind == "additive"
+                 else DotProductAttention(H, general=general))
+    model = Seq2Seq.from_config(Seq2SeqConfig(V, V, D, H), attention)
+    src, lengths, tgt_in = padded_batch(seed=5)
+
+    def run(cached: bool):
+        model.zero_grad()
+        state = model.start(src, lengths)
+        assert state.keys is not None
+        if not cached:
+            state = state._replace(keys=None)  # the attention module projects the keys at every step
+        logits, weights = model.decoder(tgt_in, state)
+        (logits.square().mean() + weights.sum()).backward()
+        return logits.detach(), weights.detach(), [p.grad.clone() for p in model.parameters()]
+
+    cached, uncached = run(True), run(False)
+    assert torch.allclose(cached[0], uncached[0], atol=1e-6)
+    assert torch.allclose(cached[1], uncached[1], atol=1e-6)
+    for g_cached, g_uncached in zip(cached[2], uncached[2], strict=True):
+        assert torch.allclose(g_cached, g_uncached, atol=1e-6)
+
+
+def test_keys_are_projected_once_not_at_every_step():
+    model = make_model("additive")
+    src, lengths, tgt_in = padded_batch()
+    calls = []
+    model.decoder.attention.key_proj.register_forward_hook(lambda *args: calls.append(1))
+    model(src, lengths, tgt_in)
+    assert len(calls) == 1, f"the key projection ran {len(calls)} times for {tgt_in.shape[1]} target steps"
+
+
+def test_plain_dot_attention_has_no_keys_to_project():
+    model = make_model("dot")
+    src, lengths, _ = padded_batch()
+    assert model.start(src, lengths).keys is None
+    with pytest.raises(ValueError, match="projected_keys=None"):
+        model.decoder.attention(torch.randn(4, H), torch.randn(4, 7, H), None,
+                                projected_keys=torch.randn(4, 7, H))
+
+
+def test_projected_keys_of_the_wrong_shape_are_refused():
+    att = AdditiveAttention(H, attn_size=7)
+    with pytest.raises(ValueError, match=r"projected_keys of shape \(B, S, A\) = \(4, 7, 7\)"):
+        att(torch.randn(4, H), torch.randn(4, 7, H), None, projected_keys=torch.randn(4, 7, 6))

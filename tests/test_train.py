@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,6 +65,25 @@ def test_epochs_repeat_until_steps():
     assert not torch.equal(seen[0].src, seen[2].src)  # each epoch is shuffled anew
 
 
+def test_evaluations_run_in_eval_mode_at_the_chosen_steps_and_leave_training_unchanged():
+    seen = []
+
+    def evaluate(model):
+        seen.append(model.training)
+        time.sleep(0.4)  # a slow evaluation must not count as training time
+        return {"loss_probe": 1.0}
+
+    plain, m_plain = run(seed=2, steps=7)
+    watched, m_watched = run(seed=2, steps=7, evaluate=evaluate, eval_every=3)
+    assert watched.losses == plain.losses  # evaluating changes nothing about training
+    assert all(torch.equal(a, b) for a, b in zip(m_plain.parameters(), m_watched.parameters(), strict=True))
+    assert [e["step"] for e in watched.evals] == [3, 6, 7] and seen == [False] * 3
+    assert all(e["loss_probe"] == 1.0 for e in watched.evals)
+    times = [e["seconds"] for e in watched.evals]
+    assert times == sorted(times) and watched.seconds < plain.seconds + 0.8  # 1.2 s of sleep left out
+    assert watched.cpu_seconds > 0
+
+
 def test_train_bad_arguments():
     torch.manual_seed(0)
     model = Seq2Seq.from_config(Seq2SeqConfig(len(SRC_VOCAB), len(TGT_VOCAB), 8, 16))
@@ -72,6 +93,8 @@ def test_train_bad_arguments():
         train(model, seq2seq_loss, make_batches, steps=1, seed=1.5)
     with pytest.raises(ValueError, match="make_batches to yield at least one batch per epoch, got no batch"):
         train(model, seq2seq_loss, lambda g: iter(()), steps=1)
+    with pytest.raises(ValueError, match="train expects eval_every to be a positive int, got None"):
+        train(model, seq2seq_loss, make_batches, steps=1, evaluate=lambda m: {})
 
 
 def test_sequence_loss_ignores_padding():

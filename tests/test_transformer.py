@@ -20,6 +20,7 @@ from transformer_course.transformer import (
     EncoderLayer,
     Transformer,
     TransformerConfig,
+    label_smoothing_floor,
     label_smoothing_loss,
     translate_config,
     warmup_schedule,
@@ -161,6 +162,22 @@ def test_label_smoothing_loss_equals_pytorch_and_ignores_padding():
     assert (g_ours[0, 3:] == 0).all()
 
 
+@pytest.mark.parametrize("vocab, eps", [(43, 0.1), (9, 0.2), (200, 0.1)])
+def test_the_label_smoothing_floor_is_the_loss_of_the_best_prediction_and_nothing_goes_below(vocab, eps):
+    targets = torch.randint(4, vocab, (3, 5), generator=torch.Generator().manual_seed(vocab))
+    smoothed = torch.full((3, 5, vocab), eps / vocab).scatter(-1, targets[..., None], 1 - eps + eps / vocab)
+    best = label_smoothing_loss(smoothed.log(), targets, eps)
+    assert best.item() == pytest.approx(label_smoothing_floor(vocab, eps), rel=1e-5)
+    for scale in (1.0, 10.0, 100.0):  # confident or not, a prediction never beats the floor
+        logits = torch.randn(3, 5, vocab) + scale * F.one_hot(targets, vocab)
+        assert label_smoothing_loss(logits, targets, eps).item() >= label_smoothing_floor(vocab, eps) - 1e-6
+    assert label_smoothing_floor(vocab, 0.0) == 0.0
+
+
+def test_the_label_smoothing_floor_of_notebook_08s_old_vocabulary_is_about_0_69_not_0_4():
+    assert label_smoothing_floor(43, 0.1) == pytest.approx(0.685, abs=0.002)
+
+
 def test_label_smoothing_loss_is_finite_for_extreme_logits():
     logits = torch.tensor([[[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4]]])
     loss = label_smoothing_loss(logits, torch.tensor([[0, 2]]), 0.1)
@@ -190,8 +207,8 @@ def test_model_rejects_bad_input():
     model = Transformer(translate_config(max_len=10))
     with pytest.raises(ValueError, match=r"length of src to be an int in \[1, 10\], got 12"):
         model(torch.full((1, 12), 5), torch.full((1, 3), 5))
-    with pytest.raises(ValueError, match=r"tgt ids in \[0, 42\] \(the vocabulary\), got ids from 5 to 99"):
-        model(torch.full((1, 4), 5), torch.tensor([[5, 99]]))
+    with pytest.raises(ValueError, match=r"tgt ids in \[0, \d+\] \(the vocabulary\), got ids from 5 to 9999"):
+        model(torch.full((1, 4), 5), torch.tensor([[5, 9999]]))
     with pytest.raises(TypeError, match=r"src to be integer token ids of shape \(B, L\), got torch.float32"):
         model(torch.randn(1, 4), torch.full((1, 3), 5))
     with pytest.raises(TypeError, match="expects a TransformerConfig, got dict"):

@@ -68,18 +68,32 @@ def _check_additive_weights(w_query: torch.Tensor, w_key: torch.Tensor, v: torch
                          f"size A, got {tuple(w_query.shape)}, {tuple(w_key.shape)} and {tuple(v.shape)}")
 
 
+def _check_projected_keys(projected: object, keys: torch.Tensor, size: int, who: str) -> None:
+    want = (*keys.shape[:2], size)
+    if not isinstance(projected, torch.Tensor) or tuple(projected.shape) != want:
+        raise ValueError(f"{who} expects projected_keys of shape (B, S, A) = {want}, the keys after "
+                         f"their projection, got {_validate.describe(projected)}")
+
+
 def additive_attention(
     query: torch.Tensor, keys: torch.Tensor, w_query: torch.Tensor, w_key: torch.Tensor,
-    v: torch.Tensor, mask: torch.Tensor | None = None,
+    v: torch.Tensor, mask: torch.Tensor | None = None, projected_keys: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bahdanau's attention: score_s = v . tanh(W_q q + W_k k_s), softmax over s, context = sum a_s k_s.
 
+    W_k k_s does not depend on the decoder step: a decoder computes it once per source
+    (``projected_keys``, as Bahdanau et al. do) instead of once per target step.
+
     Shapes: query (B, Dq), keys (B, S, Dk), w_query (A, Dq), w_key (A, Dk), v (A,),
-    mask (B, S) True = real key -> context (B, Dk), weights (B, S).
+    mask (B, S) True = real key, projected_keys (B, S, A) = W_k k_s -> context (B, Dk), weights (B, S).
     """
     _check_seq2seq(query, keys, mask, "additive_attention")
     _check_additive_weights(w_query, w_key, v, query, keys)
-    hidden = torch.tanh(F.linear(query, w_query)[:, None, :] + F.linear(keys, w_key))  # (B, S, A)
+    if projected_keys is None:
+        projected_keys = F.linear(keys, w_key)  # (B, S, A)
+    else:
+        _check_projected_keys(projected_keys, keys, w_key.shape[0], "additive_attention")
+    hidden = torch.tanh(F.linear(query, w_query)[:, None, :] + projected_keys)  # (B, S, A)
     scores = hidden @ v  # (B, S, A) @ (A,) -> (B, S)
     weights = masked_softmax(scores, mask)  # (B, S)
     context = (weights[:, None, :] @ keys)[:, 0]  # (B, 1, S) @ (B, S, Dk) -> (B, Dk)
@@ -115,14 +129,20 @@ class AdditiveAttention(nn.Module):
 
     def forward(
         self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None,
+        projected_keys: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attend from the decoder state ``query`` over the encoder states ``keys``.
 
-        Shapes: query (B, D), keys (B, S, Dk), mask (B, S) True = real key
-        -> context (B, Dk), weights (B, S).
+        Shapes: query (B, D), keys (B, S, Dk), mask (B, S) True = real key,
+        projected_keys (B, S, A) from ``project_keys`` or None -> context (B, Dk), weights (B, S).
         """
         return additive_attention(query, keys, self.query_proj.weight, self.key_proj.weight,
-                                  self.score.weight[0], mask)
+                                  self.score.weight[0], mask, projected_keys)
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """W_k k_s for every encoder state, once per source. Shapes: keys (B, S, Dk) -> (B, S, A)."""
+        _validate.tensor(keys, "keys", "AdditiveAttention.project_keys", dims=3, layout="(B, S, Dk)")
+        return self.key_proj(keys)
 
 
 class DotProductAttention(nn.Module):
@@ -142,18 +162,35 @@ class DotProductAttention(nn.Module):
 
     def forward(
         self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None,
+        projected_keys: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attend from the decoder state ``query`` over the encoder states ``keys``.
 
-        Shapes: query (B, D), keys (B, S, Dk), mask (B, S) True = real key
+        Shapes: query (B, D), keys (B, S, Dk), mask (B, S) True = real key,
+        projected_keys (B, S, D) from ``project_keys`` (general only) or None
         -> context (B, Dk), weights (B, S).
         """
         if self.key_proj is None:
+            if projected_keys is not None:
+                raise ValueError("DotProductAttention expects projected_keys=None for the plain dot score "
+                                 "(it has no key projection), got a tensor")
             return dot_product_attention(query, keys, mask)
         _check_seq2seq(query, keys, mask, "DotProductAttention")
-        projected = self.key_proj(keys)  # (B, S, D)
+        if projected_keys is None:
+            projected_keys = self.key_proj(keys)  # (B, S, D)
+        else:
+            _check_projected_keys(projected_keys, keys, query.shape[1], "DotProductAttention")
+        projected = projected_keys
         _, weights = dot_product_attention(query, projected, mask)  # (B, S)
         return (weights[:, None, :] @ keys)[:, 0], weights  # (B, 1, S) @ (B, S, Dk) -> (B, Dk)
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor | None:
+        """W k_s once per source for the general score; None for the plain dot (nothing to project).
+
+        Shapes: keys (B, S, Dk) -> (B, S, D) or None.
+        """
+        _validate.tensor(keys, "keys", "DotProductAttention.project_keys", dims=3, layout="(B, S, Dk)")
+        return None if self.key_proj is None else self.key_proj(keys)
 
 
 # ----------------------------------------------------------------------------- self-attention

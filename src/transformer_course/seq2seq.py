@@ -64,6 +64,7 @@ class DecoderState(NamedTuple):
     hidden: torch.Tensor  # (B, H) s_{t-1}
     encoded: Encoded  # the encoder's outputs, final state and mask
     weights: torch.Tensor | None = None  # (B, S) the last step's attention weights (None without)
+    keys: torch.Tensor | None = None  # (B, S, A) the source's projected keys, computed once per source
 
 
 def _check_lengths(lengths: object, B: int, S: int, who: str) -> None:
@@ -151,7 +152,10 @@ class RNNDecoder(nn.Module):
         if encoded.final.shape[-1] != self.hidden_size:
             raise ValueError(f"RNNDecoder expects the encoder's hidden size to equal its own, "
                              f"{self.hidden_size}, got {encoded.final.shape[-1]}")
-        return DecoderState(encoded.final, encoded)
+        # Attention's key projection does not change from step to step: compute it once here.
+        project = getattr(self.attention, "project_keys", None)
+        keys = project(encoded.outputs) if project is not None else None  # (B, S, A) or None
+        return DecoderState(encoded.final, encoded, None, keys)
 
     def context(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The context vector for the next step, and the attention weights that made it.
@@ -161,7 +165,10 @@ class RNNDecoder(nn.Module):
         enc = state.encoded
         if self.attention is None:
             return enc.final, None  # the bottleneck: the same vector at every step
-        context, weights = self.attention(state.hidden, enc.outputs, enc.mask)  # (B, H), (B, S)
+        if state.keys is None:
+            context, weights = self.attention(state.hidden, enc.outputs, enc.mask)  # (B, H), (B, S)
+        else:
+            context, weights = self.attention(state.hidden, enc.outputs, enc.mask, projected_keys=state.keys)
         _check_attention(context, weights, state)
         return context, weights
 
@@ -176,7 +183,7 @@ class RNNDecoder(nn.Module):
         _, hidden = self.rnn(x, state.hidden.unsqueeze(0).contiguous())  # (1, B, H)
         hidden = hidden.squeeze(0)  # (B, H)
         logits = self.out(torch.cat([hidden, context], dim=-1))  # (B, V)
-        return logits, DecoderState(hidden, state.encoded, weights)
+        return logits, DecoderState(hidden, state.encoded, weights, state.keys)
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:

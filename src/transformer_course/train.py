@@ -24,7 +24,9 @@ class History:
 
     losses: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall-clock seconds of training (evaluations excluded)
+    cpu_seconds: float = 0.0  # processor seconds of this process (= wall-clock on one idle thread)
+    evals: list[dict] = field(default_factory=list)  # {"step", "seconds", "cpu_seconds", **evaluate(model)}
 
     @property
     def final_loss(self) -> float:
@@ -70,16 +72,22 @@ def train(
     seed: int = 0,
     desc: str = "training",
     device: torch.device | str | None = None,
+    evaluate: Callable[[nn.Module], dict] | None = None,
+    eval_every: int | None = None,
 ) -> History:
     """Train ``model`` for ``steps`` Adam steps and return the loss history.
 
     ``make_batches(generator)`` yields one epoch of batches, shuffled with the seeded
     generator it is given; epochs repeat until ``steps`` is reached. ``loss_fn(model,
     batch)`` returns a scalar. ``schedule(step)`` multiplies the learning rate (warm-up).
-    The same seed gives the same losses on the CPU.
+    ``evaluate(model)``, when given, runs in eval mode after every ``eval_every`` steps (and
+    after the last); its dict goes to ``history.evals`` with the step and the training time so
+    far, which leaves the evaluations out. The same seed gives the same losses on the CPU.
     """
     seed = _validate.seed(seed, "train")
     _validate.positive_int(steps, "steps", "train")
+    if evaluate is not None:
+        _validate.positive_int(eval_every, "eval_every", "train")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     torch.manual_seed(seed)  # dropout masks
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -87,8 +95,8 @@ def train(
     history = History()
     batches = _cycle(make_batches, generator(seed))
     model.train()
-    start = time.perf_counter()
-    for _ in progress(range(steps), desc=desc):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for step in progress(range(1, steps + 1), desc=desc):
         batch = next(batches)
         batch = batch.to(device) if hasattr(batch, "to") else batch
         loss = loss_fn(model, batch)
@@ -101,7 +109,16 @@ def train(
         if sched is not None:
             sched.step()
         history.losses.append(loss.item())
-    history.seconds = time.perf_counter() - start
+        if evaluate is not None and (step % eval_every == 0 or step == steps):
+            history.seconds += time.perf_counter() - start
+            history.cpu_seconds += time.process_time() - cpu_start
+            model.eval()
+            history.evals.append({"step": step, "seconds": history.seconds,
+                                  "cpu_seconds": history.cpu_seconds, **evaluate(model)})
+            model.train()
+            start, cpu_start = time.perf_counter(), time.process_time()
+    history.seconds += time.perf_counter() - start
+    history.cpu_seconds += time.process_time() - cpu_start
     model.eval()
     return history
 

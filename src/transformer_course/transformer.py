@@ -29,7 +29,7 @@ from .positional import SinusoidalPositionalEncoding
 
 __all__ = ["TransformerConfig", "translate_config", "FeedForward", "EncoderLayer", "DecoderLayer",
            "Encoder", "Decoder", "TransformerState", "Transformer", "label_smoothing_loss",
-           "warmup_schedule"]
+           "label_smoothing_floor", "warmup_schedule"]
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,18 @@ def label_smoothing_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing:
     uniform = -logp.mean(-1)  # (B, T): cross-entropy against the uniform distribution
     loss = (1 - smoothing) * nll + smoothing * uniform
     return loss[real].sum() / real.sum().clamp_min(1)
+
+
+def label_smoothing_floor(vocab_size: int, smoothing: float = 0.1) -> float:
+    """The lowest value ``label_smoothing_loss`` can take: the entropy of the smoothed target.
+
+    The target puts 1 - smoothing + smoothing / V on the right token and smoothing / V on each
+    of the other V - 1; the cross-entropy is smallest when the model predicts exactly that.
+    """
+    _validate.int_in(vocab_size, "vocab_size", "label_smoothing_floor", 2)
+    _validate.probability(smoothing, "smoothing", "label_smoothing_floor")
+    right, other = 1 - smoothing + smoothing / vocab_size, smoothing / vocab_size
+    return -right * math.log(right) - (vocab_size - 1) * (other * math.log(other) if other > 0 else 0.0)
 
 
 def warmup_schedule(d_model: int, warmup_steps: int):
