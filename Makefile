@@ -14,7 +14,7 @@ PYTEST_WORKERS ?= 2
 CELL_TIMEOUT ?= 300
 
 .PHONY: help install install-dev lab test test-package test-notebooks test-browser test-binder browser-deps \
-	classroom classroom-deps test-classroom exercises notebooks bench seeds lint clean fresh
+	classroom classroom-deps test-classroom exercises notebooks bench seeds race parallel lint clean fresh
 
 help:
 	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00;"
@@ -27,6 +27,8 @@ help:
 	@echo "make test-classroom  nbgrader's whole cycle through a real local JupyterHub, then in Chromium"
 	@echo "make bench      time every notebook and write bench/results.md"
 	@echo "make seeds      run every notebook that asserts a lesson on seeds 0-4, write bench/seeds.md"
+	@echo "make race       notebook 08's race of three translation models, write bench/race.md"
+	@echo "make parallel   an RNN, a GRU and self-attention against CPU threads (and CUDA), write bench/parallel.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -133,6 +135,21 @@ bench: install-dev
 # print); a test fails when they are older than the code. Run `make notebooks` after it.
 seeds: install-dev
 	$(TEST_ENV) $(PY) bench/seeds.py
+
+# Notebook 08's race (three models, two length regimes, a learning-rate grid, three seeds) and
+# seconds per step against length: 30 to 45 minutes on two cores. Writes its results to
+# src/transformer_course/race_results.json and bench/race.md; tests/test_race.py fails when
+# the measured code or the grammar's sentences have changed since.
+race: install-dev
+	$(TEST_ENV) $(PY) bench/race.py
+
+# Notebook 09's speed-up curves: one forward + backward pass of nn.RNN, nn.GRU and the course's
+# MultiHeadAttention (B=32, n=512, d=256) on 1 .. all CPU threads, each count in a fresh process
+# (and on CUDA when present): a minute or two on an idle 2-core machine. Run it on a quiet machine:
+# other programs on the cores make multi-threaded timings a lottery. Writes bench/parallel.json and
+# bench/parallel.md; tests/test_bench_parallel.py fails when the measured code has changed since.
+parallel: install-dev
+	$(PY) bench/parallel.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info

@@ -15,9 +15,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from .. import korean
 from ..data import BOS, Batch, Pair, Vocab
 from ..decoding import beam_search, greedy_decode
 from ..transformer import Transformer, label_smoothing_loss
+from ..utils import use_hangul_font
 from .alignment import plot_alignment, translation_alignment
 
 __all__ = ["xavier_init_", "transformer_loss", "cross_attention_weights", "tokenize",
@@ -144,13 +146,13 @@ def translation_figure(model: Transformer, text: str | Sequence[str], src_vocab:
         gold = [truth[t].source if t < len(truth) and tr.out[t] == truth[t].word else None
                 for t in range(len(tr.out))]
     n_layers, n_heads = tr.weights.shape[:2]
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(n_layers, n_heads, squeeze=False)
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer][head]
-            plot_alignment(ax, tr.weights[layer, head], tr.src, tr.out, gold,
-                           title=f"layer {layer + 1}, head {head + 1}")
+            image = plot_alignment(ax, tr.weights[layer, head], tr.src, tr.out, gold,
+                                   title=f"layer {layer + 1}, head {head + 1}")
             if head:
                 ax.set_ylabel("")
             if layer < n_layers - 1:
@@ -158,9 +160,10 @@ def translation_figure(model: Transformer, text: str | Sequence[str], src_vocab:
     if reference is None:
         verdict = "(no reference: not a sentence of the task's grammar)"
     else:
-        verdict = "right" if tr.out == list(reference) else f"wrong; reference: {' '.join(reference)}"
-    fig.suptitle(f"{' '.join(tr.src)}\n-> {' '.join(tr.out)}   [{verdict}]", fontsize=11)
-    fig.tight_layout()
+        verdict = "right" if tr.out == list(reference) else f"wrong; reference: {korean.join(reference)}"
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    fig.suptitle(f"{' '.join(tr.src)}\n-> {korean.join(tr.out)}   [{verdict}]", fontsize=11,
+                 fontfamily=use_hangul_font())
     return fig
 
 
