@@ -1,5 +1,8 @@
 """experiments.complexity: the measurements of notebook 09 count, time and reach what they claim to."""
 
+import os
+from fractions import Fraction
+
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -12,8 +15,8 @@ from transformer_course.rnn import RNN
 
 # ----------------------------------------------------------------------------- layers
 
-@pytest.mark.parametrize(("kind", "cls"),
-                         [("rnn_loop", RNN), ("gru", nn.GRU), ("attention", MultiHeadAttention)])
+@pytest.mark.parametrize(("kind", "cls"), [("rnn_loop", RNN), ("rnn", nn.RNN), ("gru", nn.GRU),
+                                           ("attention", MultiHeadAttention)])
 def test_make_layer_and_layer_forward_keep_the_shape(kind, cls):
     layer = C.make_layer(kind, 16, n_heads=4)
     assert isinstance(layer, cls)
@@ -27,12 +30,13 @@ def test_make_layer_is_seeded():
 
 
 def test_layer_forward_rejects_other_modules():
-    with pytest.raises(TypeError, match="expects an rnn.RNN, nn.GRU or MultiHeadAttention, got Linear"):
+    with pytest.raises(TypeError, match="an rnn.RNN, nn.RNN, nn.GRU or MultiHeadAttention, got Linear"):
         C.layer_forward(nn.Linear(4, 4), torch.randn(1, 2, 4))
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("lstm", 8), r"make_layer expects kind to be one of \('rnn_loop', 'gru', 'attention'\), got 'lstm'"),
+    (("lstm", 8), r"make_layer expects kind to be one of \('rnn_loop', 'gru', 'attention', 'rnn'\), "
+                  r"got 'lstm'"),
     (("attention", 10, 4), "d_model divisible by n_heads .*got d_model=10 and n_heads=4"),
     (("gru", 0), "d_model to be a positive int, got 0"),
 ])
@@ -46,10 +50,47 @@ def test_make_layer_rejects_bad_configs(args, message):
 @pytest.mark.parametrize("n", [1, 5, 33])
 def test_sequential_steps_are_n_for_the_rnns_and_one_for_attention(n):
     assert C.sequential_steps("rnn_loop", n) == n
+    assert C.sequential_steps("rnn", n) == n
     assert C.sequential_steps("gru", n) == n
     assert C.sequential_steps("attention", n) == 1
-    for kind in C.LAYER_KINDS:
+    for kind in (*C.LAYER_KINDS, "rnn"):
         assert C.expected_steps(kind, n) == C.sequential_steps(kind, n)
+
+
+@pytest.mark.parametrize("kind", ["rnn_loop", "rnn", "gru", "attention"])
+def test_the_backward_pass_walks_the_steps_back_once_more(kind):
+    n = 9
+    forward, both = C.trace_layer(kind, n), C.trace_layer(kind, n, backward=True)
+    assert both["sequential_steps"] == 2 * forward["sequential_steps"]
+    assert both["critical_path"] > forward["critical_path"] and both["operators"] > forward["operators"]
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "attention"])
+def test_the_traced_depth_depends_on_n_not_on_the_width_or_a_batch_above_one(kind):
+    small, wide = (C.trace_layer(kind, 12, d_model=d, batch=b, backward=True) for d, b in ((8, 2), (64, 5)))
+    assert small == wide
+    longer = C.trace_layer(kind, 24, d_model=8, batch=2, backward=True)
+    assert (longer["critical_path"] > small["critical_path"]) == (kind != "attention")
+
+
+@pytest.mark.parametrize("kind", ["rnn_loop", "rnn", "gru", "attention"])
+@pytest.mark.parametrize("n", [1, 6])
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_stacked_layers_need_the_steps_of_the_closed_form(kind, n, n_layers):
+    assert C.stack_steps(kind, n, n_layers) == C.expected_stack_steps(kind, n, n_layers)
+
+
+def test_encoder_decoder_steps_count_every_layer_that_waits():
+    # notebook 08's shapes: one GRU layer on each side, a Transformer of 2 + 2 layers
+    assert C.encoder_decoder_steps("recurrent", 11, 12) == 23
+    assert C.encoder_decoder_steps("attention", 11, 12, n_layers=2) == 4  # not 2
+    assert C.encoder_decoder_steps("recurrent", 11, 12, decoding=True) == 23
+    assert C.encoder_decoder_steps("attention", 11, 12, n_layers=2, decoding=True) == 2 + 2 * 12
+    assert C.encoder_decoder_steps("recurrent", 11, 12, n_layers=3) == (11 + 2) + (12 + 2)
+    with pytest.raises(ValueError, match="encoder_decoder_steps expects kind to be one of"):
+        C.encoder_decoder_steps("gru", 4, 4)
+    with pytest.raises(ValueError, match="tgt_len to be a positive int, got 0"):
+        C.encoder_decoder_steps("attention", 4, 0)
 
 
 def test_critical_path_grows_with_n_for_the_rnns_only():
@@ -68,10 +109,20 @@ def test_operator_count_of_attention_does_not_depend_on_n():
 
 # ----------------------------------------------------------------------------- FLOPs
 
-@pytest.mark.parametrize("kind", C.LAYER_KINDS)
+@pytest.mark.parametrize("kind", [*C.LAYER_KINDS, "rnn"])
 @pytest.mark.parametrize(("n", "d_model", "batch"), [(1, 8, 1), (12, 16, 2), (40, 32, 1)])
-def test_counted_flops_equal_the_closed_form(kind, n, d_model, batch):
-    assert C.count_flops(kind, n, d_model, batch) == C.expected_flops(kind, n, d_model, batch)
+@pytest.mark.parametrize("backward", [False, True])
+def test_counted_flops_equal_the_closed_form(kind, n, d_model, batch, backward):
+    counted = C.count_flops(kind, n, d_model, batch, backward=backward)
+    assert counted == C.expected_flops(kind, n, d_model, batch, backward=backward)
+
+
+@pytest.mark.parametrize(("n", "d"), [(1, 64), (32, 64), (64, 64), (1000, 8)])
+def test_attention_over_a_plain_rnn_is_two_plus_n_over_d_at_every_n(n, d):
+    ratio = Fraction(C.expected_flops("attention", n, d), C.expected_flops("rnn", n, d))
+    assert ratio == 2 + Fraction(n, d) and ratio > 1
+    over_gru = Fraction(C.expected_flops("attention", n, d), C.expected_flops("gru", n, d))
+    assert over_gru == (2 + Fraction(n, d)) / 3 and (over_gru < 1) == (n < d)
 
 
 def test_attention_is_cheaper_than_a_gru_exactly_when_n_is_below_d():
@@ -91,6 +142,46 @@ def test_time_against_length_returns_positive_times_and_restores_threads():
     assert all(len(v) == 2 and all(t > 0 for t in v) for v in times.values())
     forward = C.time_against_length([8], ["attention"], d_model=16, repeats=1, backward=False)
     assert list(forward) == ["attention"] and forward["attention"][0] > 0
+
+
+@pytest.mark.parametrize("kind", ["rnn_loop", "rnn", "gru", "attention"])
+def test_forward_backward_pass_fills_every_gradient_afresh_each_time(kind):
+    run = C.forward_backward_pass(kind, 5, 8, batch=2)
+    state = dict(zip(run.__code__.co_freevars, (c.cell_contents for c in run.__closure__), strict=True))
+    layer, x = state["layer"], state["x"]
+    run()
+    first = [p.grad.clone() for p in layer.parameters()] + [x.grad.clone()]
+    run()  # gradients are reset, not accumulated
+    assert all(torch.equal(a, b.grad) for a, b in zip(first, [*layer.parameters(), x], strict=True))
+    assert x.shape == (2, 5, 8) and x.grad.abs().sum() > 0
+
+
+def test_forward_backward_pass_without_backward_and_its_input_check():
+    run = C.forward_backward_pass("attention", 5, 8, batch=2, backward=False)
+    run()
+    assert all(p.grad is None for p in run.__closure__[run.__code__.co_freevars.index("layer")]
+               .cell_contents.parameters())
+    with pytest.raises(ValueError, match="forward_backward_pass expects kind to be one of"):
+        C.forward_backward_pass("lstm", 5, 8)
+
+
+# ----------------------------------------------------------------------------- crossover, speed-up
+
+def test_crossover_length_interpolates_between_the_bracketing_lengths():
+    assert C.crossover_length([1, 4], [1, 4], [2, 2]) == pytest.approx(2)  # ratio 1/2 -> 2: halfway in log n
+    assert C.crossover_length([1, 2, 4], [1, 2, 4], [2, 2, 2]) == pytest.approx(2)  # met exactly at 2
+    assert C.crossover_length([1, 2, 4], [1, 1, 1], [2, 2, 2]) is None  # never in this range
+    assert C.crossover_length([8, 16], [3, 1], [2, 2]) == 8  # already slower at the first length
+    with pytest.raises(ValueError, match="crossover_length expects lengths and two series of the same"):
+        C.crossover_length([1, 2], [1], [1, 2])
+
+
+def test_speedup_is_median_over_median_with_the_range():
+    s = C.speedup([[2.0, 2.0, 3.0], [1.0, 1.25, 0.8]])
+    assert s["median"] == pytest.approx([1, 2]) and s["low"] == pytest.approx([2 / 3, 1.6])
+    assert s["high"] == pytest.approx([1, 2.5])
+    with pytest.raises(ValueError, match="speedup expects a non-empty list"):
+        C.speedup([[1.0], []])
 
 
 def test_the_rnn_loop_takes_longer_for_a_longer_sequence():
@@ -205,9 +296,11 @@ def test_reach_functions_reject_bad_input(fn, args, message):
 
 # ----------------------------------------------------------------------------- the widget
 
-@pytest.mark.parametrize(("n", "d_model"), [(16, 16), (1024, 256), (16, 256), (1024, 16)])
-def test_timing_figure_draws_at_the_ends_of_the_sliders(n, d_model):
-    fig = C.timing_figure(n, d_model, repeats=1)
+@pytest.mark.parametrize(("n", "d_model", "threads"), [(16, 16, 1), (1024, 256, 1), (16, 256, os.cpu_count()),
+                                                      (1024, 16, os.cpu_count())])
+def test_timing_figure_draws_at_the_ends_of_the_sliders(n, d_model, threads):
+    fig = C.timing_figure(n, d_model, repeats=1, threads=threads)
+    assert f"{threads} CPU thread" in fig._suptitle.get_text()
     assert isinstance(fig, Figure)
     time_ax, flop_ax, step_ax = fig.axes
     assert len(time_ax.patches) == 3 and all(p.get_height() > 0 for p in time_ax.patches)

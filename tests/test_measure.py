@@ -14,6 +14,7 @@ from transformer_course.measure import (
     fit_exponent,
     fit_growth_exponent,
     peak_memory,
+    work_depth_time,
 )
 
 # ----------------------------------------------------------------------------- memory
@@ -57,6 +58,18 @@ def test_operator_trace_counts_operators_and_their_longest_chain():
     assert trace.operators == 5  # mm, tanh, view, sum, add
     assert trace.critical_path == 3
     assert w.shape == (15,)
+    assert trace.step_depth == 0  # no step operators named
+
+
+def test_operator_trace_counts_the_step_operators_on_the_longest_chain():
+    h, W = torch.randn(2, 4), torch.randn(4, 4)
+    with OperatorTrace(step_operators=("tanh",)) as trace:
+        side = torch.tanh(h)  # a step beside the chain, not on it
+        for _ in range(5):
+            h = torch.tanh(h @ W)  # five steps, each waiting for the one before
+        h = h + side
+    assert trace.counts["tanh"] == 6 and trace.step_depth == 5
+    assert trace.critical_path == 11  # 5 x (mm, tanh), then add
 
 
 # ----------------------------------------------------------------------------- time
@@ -89,3 +102,12 @@ def test_fit_exponents():
         fit_growth_exponent([1, 2, 5], [1, 2, 3])
     with pytest.raises(ValueError, match="increase"):
         fit_growth_exponent([1, 2, 4], [3, 2, 1])
+
+
+# ----------------------------------------------------------------------------- work and depth
+
+def test_work_depth_time_is_work_shared_plus_the_chain():
+    assert work_depth_time(1e9, 100, 1, 1e9, 1e-3) == pytest.approx(1.1)
+    assert work_depth_time(1e9, 100, 1000, 1e9, 1e-3) == pytest.approx(0.101)  # the chain stays
+    with pytest.raises(ValueError, match="work_depth_time expects processors to be a finite number > 0"):
+        work_depth_time(1e9, 100, 0, 1e9, 1e-3)

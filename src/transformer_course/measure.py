@@ -1,4 +1,4 @@
-"""Measuring instruments: peak memory, operator traces, timers and power-law fits.
+"""Measuring instruments: peak memory, operator traces, timers, power-law fits, the work-depth model.
 
 Used by the experiments of notebooks 09 and 11 (and the benchmarks); nothing here is part
 of a model. Memory is measured, not estimated. On CUDA: the allocator's peak
@@ -23,7 +23,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from . import _validate
 
 __all__ = ["Allocation", "AllocationTracker", "peak_memory", "OperatorTrace", "sync", "best_time",
-           "cpu_threads", "fit_exponent", "fit_growth_exponent"]
+           "cpu_threads", "fit_exponent", "fit_growth_exponent", "work_depth_time"]
 
 
 # ----------------------------------------------------------------------------- memory
@@ -133,26 +133,36 @@ class OperatorTrace(TorchDispatchMode):
     computes nothing and keeps its input's depth. ``critical_path`` is the largest depth: the
     number of operators that must run one after another, however many processors there are.
     ``counts`` maps each operator's name (``"mm"``, ``"tanh"``, ``"_softmax"``) to its calls.
+    ``step_operators`` (names such as ``("tanh",)``) marks the operators that end one step of a
+    layer: ``step_depth`` is then the largest number of them on one chain of dependent operators,
+    the sequential steps of whatever ran (L recurrent cells stepped position by position over n
+    positions: n + L - 1; a step whose result is stored in one tensor with later steps' results
+    counts as finished only when they are, since the trace follows tensors, not their elements).
     """
 
-    def __init__(self):
+    def __init__(self, step_operators: Sequence[str] = ()):
         super().__init__()
         self.operators = 0
         self.critical_path = 0
+        self.step_depth = 0
         self.counts: dict[str, int] = {}
-        self._depth = WeakTensorKeyDictionary()
+        self._step_operators = frozenset(step_operators)
+        self._depth = WeakTensorKeyDictionary()  # tensor -> (operators, steps) on its longest chain
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        depth = max((self._depth.get(t, 0) for t in inputs), default=0) + (0 if func.is_view else 1)
+        name = func.overloadpacket.__name__.rstrip("_")  # in-place "tanh_" counts as "tanh"
+        before = [self._depth.get(t, (0, 0)) for t in inputs]
+        depth = max((d for d, _ in before), default=0) + (0 if func.is_view else 1)
+        steps = max((s for _, s in before), default=0) + (name in self._step_operators)
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
-                self._depth[t] = depth
-        name = func.overloadpacket.__name__.rstrip("_")  # in-place "tanh_" counts as "tanh"
+                self._depth[t] = (depth, steps)
         self.counts[name] = self.counts.get(name, 0) + 1
         self.operators += 1
         self.critical_path = max(self.critical_path, depth)
+        self.step_depth = max(self.step_depth, steps)
         return out
 
 
@@ -221,3 +231,20 @@ def fit_growth_exponent(lengths: Sequence[float], values: Sequence[float]) -> fl
         raise ValueError(f"fit_growth_exponent expects values that increase with the length, "
                          f"got {list(values)}")
     return fit_exponent(n[:-1], growth)
+
+
+# ----------------------------------------------------------------------------- work and depth
+
+def work_depth_time(work: float, depth: float, processors: float, flop_rate: float,
+                    latency: float) -> float:
+    """The work-depth model of run time: T(P) = W / (P r) + D tau, a model, not a measurement.
+
+    W floating-point operations shared by P processors that each do r per second, and a chain
+    of D operators that must run one after another, each taking at least tau seconds however
+    many processors there are (Brent's bound, with the latency written out).
+    """
+    for name, value in (("work", work), ("depth", depth), ("processors", processors),
+                        ("flop_rate", flop_rate), ("latency", latency)):
+        _validate.positive_number(value, name, "work_depth_time")
+    return work / (processors * flop_rate) + depth * latency
+

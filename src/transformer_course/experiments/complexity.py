@@ -7,23 +7,29 @@ Shapes: B batch, n sequence length (T elsewhere in the course), D d_model, H hea
 Three layers map ``(B, n, D) -> (B, n, D)``: ``"rnn_loop"``, the course's from-scratch
 ``rnn.RNN`` (a Python loop over time); ``"gru"``, PyTorch's ``nn.GRU`` (its loop runs in
 C++, or inside one cuDNN kernel on CUDA); ``"attention"``, the course's
-``MultiHeadAttention`` used as self-attention. For each, measured rather than asserted:
+``MultiHeadAttention`` used as self-attention. ``"rnn"``, PyTorch's ``nn.RNN`` (the plain
+tanh recurrence with its loop in C++), joins ``"gru"`` and ``"attention"`` in
+``bench/parallel.py``, which times the layers against the number of threads
+(:data:`PARALLEL_KINDS`). For each, measured rather than asserted:
 
 - time per layer, forward and forward + backward (:func:`time_against_length`);
 - floating-point operations (:func:`count_flops`, PyTorch's ``FlopCounterMode``);
 - sequential steps and the longest chain of dependent operators (:func:`trace_layer`, a
-  ``TorchDispatchMode`` that sees every ATen operator the layer runs);
+  ``TorchDispatchMode`` that sees every ATen operator the layer runs), also for stacks of
+  layers (:func:`stack_steps`) and whole encoder-decoders (:func:`encoder_decoder_steps`);
 - the maximum path length, as how far a gradient reaches (:func:`gradient_reach`,
   :func:`path_length`) for a recurrence, a causal convolution and attention stacked L times;
 - the bytes of the ``(B, H, n, n)`` attention weights and the peak memory of a forward pass.
 
 The instruments come from ``measure``: ``OperatorTrace``, ``peak_memory``, ``cpu_threads``, ``sync``;
-exponents are fitted on log-log axes with ``measure.fit_exponent``.
+exponents are fitted on log-log axes with ``measure.fit_exponent``; the work-depth model of time
+against processors is ``measure.work_depth_time`` with ``measure.fit_work_depth``.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -42,17 +48,22 @@ if TYPE_CHECKING:  # at run time timing_figure imports it: the exercise checks i
     from matplotlib.figure import Figure
 
 __all__ = [
-    "LAYER_KINDS", "REACH_KINDS", "make_layer", "layer_forward", "trace_layer",
-    "sequential_steps", "expected_steps", "count_flops", "expected_flops", "time_against_length",
+    "LAYER_KINDS", "PARALLEL_KINDS", "REACH_KINDS", "make_layer", "layer_forward", "trace_layer",
+    "sequential_steps", "expected_steps", "stack_steps", "expected_stack_steps", "encoder_decoder_steps",
+    "count_flops", "expected_flops", "forward_backward_pass", "time_against_length",
     "attention_weight_bytes", "measured_weight_bytes", "peak_forward_memory", "gradient_reach",
     "influence_map", "path_length", "expected_path_length", "timing_report", "timing_figure",
 ]
 
-LAYER_KINDS = ("rnn_loop", "gru", "attention")
+LAYER_KINDS = ("rnn_loop", "gru", "attention")  # the notebook's three
+PARALLEL_KINDS = ("rnn", "gru", "attention")  # bench/parallel.py's: both recurrences with C++ loops
+_KINDS = (*LAYER_KINDS, "rnn")  # every kind make_layer builds
 REACH_KINDS = ("recurrent", "convolution", "attention")
 # The operator that marks one step: a recurrent step ends in one tanh (the new state, or the
-# GRU's candidate state); attention computes all positions with one softmax.
-_STEP_OPERATOR = {"rnn_loop": "tanh", "gru": "tanh", "attention": "_softmax"}
+# GRU's candidate state); attention computes all positions with one softmax. The backward pass
+# runs each step's derivative once: tanh_backward, _softmax_backward_data.
+_STEP_OPERATOR = {"rnn_loop": "tanh", "rnn": "tanh", "gru": "tanh", "attention": "_softmax"}
+_BACKWARD_STEP = {"tanh": "tanh_backward", "_softmax": "_softmax_backward_data"}
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -69,11 +80,13 @@ def _check_sizes(n: object, d_model: object, n_heads: object, who: str) -> tuple
 
 def make_layer(kind: str, d_model: int, n_heads: int = 4, seed: int = 0) -> nn.Module:
     """A fresh, seeded layer of one kind that maps (B, n, D) to (B, n, D) (see ``layer_forward``)."""
-    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "make_layer")
+    kind = _validate.one_of(kind, _KINDS, "kind", "make_layer")
     _check_sizes(1, d_model, n_heads, "make_layer")
     torch.manual_seed(seed)
     if kind == "rnn_loop":
         return RNN(d_model, d_model)
+    if kind == "rnn":
+        return nn.RNN(d_model, d_model, batch_first=True)  # tanh, the same recurrence as rnn.RNN
     if kind == "gru":
         return nn.GRU(d_model, d_model, batch_first=True)
     return MultiHeadAttention(d_model, n_heads)
@@ -86,9 +99,9 @@ def layer_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     if isinstance(layer, MultiHeadAttention):
         return layer(x, x, x)[0]  # (B, n, D); the weights (B, H, n, n) are dropped
-    if isinstance(layer, (RNN, nn.GRU)):
+    if isinstance(layer, (RNN, nn.RNN, nn.GRU)):
         return layer(x)[0]  # (B, n, D): the state after every step
-    raise TypeError(f"layer_forward expects an rnn.RNN, nn.GRU or MultiHeadAttention, "
+    raise TypeError(f"layer_forward expects an rnn.RNN, nn.RNN, nn.GRU or MultiHeadAttention, "
                     f"got {type(layer).__name__}")
 
 
@@ -101,24 +114,38 @@ def _input(n: int, d_model: int, batch: int, seed: int = 0, device: torch.device
 
 # ----------------------------------------------------------------------------- sequential steps
 
-def trace_layer(kind: str, n: int, d_model: int = 32, batch: int = 1, n_heads: int = 4) -> dict[str, int]:
+def _trace(layers: Sequence[nn.Module], kind: str, x: torch.Tensor, backward: bool) -> OperatorTrace:
+    """Trace the layers applied one after another to x (and the backward pass of their sum)."""
+    step = _STEP_OPERATOR[kind]
+    trace = OperatorTrace(step_operators=(step, _BACKWARD_STEP[step]))
+    with torch.set_grad_enabled(backward), trace:
+        for layer in layers:
+            x = layer_forward(layer, x)  # (B, n, D)
+        if backward:
+            x.sum().backward()
+    return trace
+
+
+def trace_layer(kind: str, n: int, d_model: int = 32, batch: int = 1, n_heads: int = 4,
+                backward: bool = False) -> dict[str, int]:
     """Operators, critical path and sequential steps of one forward pass, traced on the CPU.
 
     Returns {"operators": ATen calls, "critical_path": the longest chain of dependent operators,
-    "sequential_steps": calls of the step operator (tanh for the RNNs: one per time step;
-    softmax for attention: one for all positions)}. Traced on the CPU, where ``nn.GRU``'s loop
-    goes through the dispatcher operator by operator (on CUDA, cuDNN runs the same n steps
-    inside one kernel, invisible to the trace).
+    "sequential_steps": the step operators on the longest chain (tanh for the RNNs: one per
+    time step; softmax for attention: one for all positions)}. ``backward=True`` traces the
+    backward pass of the outputs' sum too (the gradients of the input and every weight), whose
+    steps are the derivatives of the same operators. Traced on the CPU, where the C++ loops of
+    ``nn.RNN`` and ``nn.GRU`` go through the dispatcher operator by operator (on CUDA, cuDNN
+    runs the same n steps inside one kernel, invisible to the trace). The counts depend on n,
+    not on d_model; a batch of 1 saves attention a few copies (a reshape that can be a view).
     """
-    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "trace_layer")
+    kind = _validate.one_of(kind, _KINDS, "kind", "trace_layer")
     n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "trace_layer")
     _validate.positive_int(batch, "batch", "trace_layer")
-    layer = make_layer(kind, d_model, n_heads)
-    x = _input(n, d_model, batch)
-    with torch.no_grad(), OperatorTrace() as trace:
-        layer_forward(layer, x)
+    x = _input(n, d_model, batch, requires_grad=backward)  # (B, n, D)
+    trace = _trace([make_layer(kind, d_model, n_heads)], kind, x, backward)
     return {"operators": trace.operators, "critical_path": trace.critical_path,
-            "sequential_steps": trace.counts.get(_STEP_OPERATOR[kind], 0)}
+            "sequential_steps": trace.step_depth}
 
 
 def sequential_steps(kind: str, n: int, d_model: int = 32) -> int:
@@ -128,38 +155,119 @@ def sequential_steps(kind: str, n: int, d_model: int = 32) -> int:
 
 def expected_steps(kind: str, n: int) -> int:
     """The closed form of ``sequential_steps``, the paper's O(n) and O(1): n for the RNNs, 1 for attention."""
-    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "expected_steps")
+    kind = _validate.one_of(kind, _KINDS, "kind", "expected_steps")
     return 1 if kind == "attention" else _validate.positive_int(n, "n", "expected_steps")
+
+
+class _StackedCells(nn.Module):
+    """L recurrent cells run position by position, the way a stacked decoder steps: at each t,
+    layer l reads layer l - 1's new state. (A layer-by-layer loop returns each layer's states as
+    one tensor, which a tensor-level trace must treat as finished only after its last step.)"""
+
+    def __init__(self, kind: str, d_model: int, n_layers: int):
+        super().__init__()
+        cell = {"rnn_loop": RNNCell, "rnn": nn.RNNCell, "gru": nn.GRUCell}[kind]
+        self.cells = nn.ModuleList(cell(d_model, d_model) for _ in range(n_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shapes: x (B, n, D) -> the last layer's states (B, n, D)."""
+        h = [x.new_zeros(x.shape[0], x.shape[2]) for _ in self.cells]  # L x (B, D)
+        outputs = []
+        for t in range(x.shape[1]):
+            below = x[:, t]  # (B, D)
+            for layer, cell in enumerate(self.cells):
+                h[layer] = below = cell(below, h[layer])  # (B, D)
+            outputs.append(below)
+        return torch.stack(outputs, dim=1)  # (B, n, D)
+
+
+def stack_steps(kind: str, n: int, n_layers: int, d_model: int = 16) -> int:
+    """Measured: the sequential steps of ``n_layers`` layers of one kind stacked, one forward pass.
+
+    Traced like ``trace_layer``: the most step operators on one chain of dependent operators.
+    Attention layers run one after another; recurrent ones position by position (``_StackedCells``).
+    """
+    kind = _validate.one_of(kind, _KINDS, "kind", "stack_steps")
+    n, d_model, _ = _check_sizes(n, d_model, 4, "stack_steps")
+    n_layers = _validate.positive_int(n_layers, "n_layers", "stack_steps")
+    torch.manual_seed(0)
+    x = _input(n, d_model, 1)  # (1, n, D)
+    if kind == "attention":
+        return _trace([make_layer(kind, d_model, seed=i) for i in range(n_layers)], kind, x, False).step_depth
+    stack = _StackedCells(kind, d_model, n_layers)
+    with torch.no_grad(), OperatorTrace(step_operators=(_STEP_OPERATOR[kind],)) as trace:
+        stack(x)
+    return trace.step_depth
+
+
+def expected_stack_steps(kind: str, n: int, n_layers: int) -> int:
+    """The closed form of ``stack_steps``: each layer that must wait for a result is one step.
+
+    Recurrent: n + L - 1 (a wavefront: layer l at position t waits for layer l at t - 1 and for
+    layer l - 1 at t). Attention: L (each layer waits for the whole output of the one below).
+    """
+    kind = _validate.one_of(kind, _KINDS, "kind", "expected_stack_steps")
+    n = _validate.positive_int(n, "n", "expected_stack_steps")
+    n_layers = _validate.positive_int(n_layers, "n_layers", "expected_stack_steps")
+    return n_layers if kind == "attention" else n + n_layers - 1
+
+
+def encoder_decoder_steps(kind: str, src_len: int, tgt_len: int, n_layers: int = 1,
+                          decoding: bool = False) -> int:
+    """Sequential steps of an encoder-decoder with ``n_layers`` layers on each side, counted one
+    way for every model: each layer that must wait for another's result is a step.
+
+    The decoder waits for the encoder (its first state, or the keys its attention reads). In
+    training (teacher forcing) each side is a stack (``expected_stack_steps``): recurrent
+    (S + L - 1) + (T + L - 1), attention L + L. In greedy decoding each target token waits for
+    the one before it, through all L decoder layers: the encoder's stack, then T L for both kinds.
+    """
+    kind = _validate.one_of(kind, ("recurrent", "attention"), "kind", "encoder_decoder_steps")
+    layer = "rnn" if kind == "recurrent" else "attention"
+    encoder = expected_stack_steps(layer, src_len, n_layers)
+    tgt_len = _validate.positive_int(tgt_len, "tgt_len", "encoder_decoder_steps")
+    return encoder + (tgt_len * n_layers if decoding else expected_stack_steps(layer, tgt_len, n_layers))
 
 
 # ----------------------------------------------------------------------------- per-layer cost
 
-def count_flops(kind: str, n: int, d_model: int, batch: int = 1, n_heads: int = 4) -> int:
+def count_flops(kind: str, n: int, d_model: int, batch: int = 1, n_heads: int = 4,
+                backward: bool = False) -> int:
     """Floating-point operations of one forward pass, counted by PyTorch's ``FlopCounterMode``.
 
     It counts the matrix products (2 per multiply-add), which dominate; the elementwise
-    operations (tanh, softmax, the gates) are not counted.
+    operations (tanh, softmax, the gates) are not counted. ``backward=True`` counts the backward
+    pass of the outputs' sum as well (gradients of the input and every weight): about three
+    times the forward, since each product (A B) needs two more for the gradients of A and B.
     """
-    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "count_flops")
+    kind = _validate.one_of(kind, _KINDS, "kind", "count_flops")
     n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "count_flops")
     _validate.positive_int(batch, "batch", "count_flops")
     layer = make_layer(kind, d_model, n_heads)
-    x = _input(n, d_model, batch)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        layer_forward(layer, x)
+    x = _input(n, d_model, batch, requires_grad=backward)
+    with torch.set_grad_enabled(backward), FlopCounterMode(display=False) as counter:
+        out = layer_forward(layer, x)
+        if backward:
+            out.sum().backward()
     return int(counter.get_total_flops())
 
 
-def expected_flops(kind: str, n: int, d_model: int, batch: int = 1) -> int:
+def expected_flops(kind: str, n: int, d_model: int, batch: int = 1, backward: bool = False) -> int:
     """The closed form of ``count_flops``: the per-layer column of the paper's Table 1, with constants.
 
-    RNN: two (D, D) products per position, 4 n D^2. GRU: three gates, 12 n D^2. Attention:
-    four (D, D) projections, 8 n D^2, plus Q K^T and weights @ V, 4 n^2 D (the paper's O(n^2 d)).
+    RNN (``rnn_loop`` and ``rnn``): two (D, D) products per position, 4 n D^2. GRU: three gates,
+    12 n D^2. Attention: four (D, D) projections, 8 n D^2, plus Q K^T and weights @ V, 4 n^2 D
+    (the paper's O(n^2 d)). So attention over a plain RNN is (8 n D^2 + 4 n^2 D) / 4 n D^2 =
+    2 + n / D, more at every n; over a GRU (2 + n / D) / 3, more exactly when n > D.
+    With ``backward``: three times the forward, less the gradient of the zero initial state,
+    which the recurrences skip (one (D, D) product per gate).
     """
-    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "expected_flops")
-    per_position = {"rnn_loop": 4, "gru": 12, "attention": 8}[kind] * n * d_model**2
+    kind = _validate.one_of(kind, _KINDS, "kind", "expected_flops")
+    gates = {"rnn_loop": 1, "rnn": 1, "gru": 3, "attention": 0}[kind]
+    per_position = (8 if kind == "attention" else 4 * gates) * n * d_model**2
     pairs = 4 * n * n * d_model if kind == "attention" else 0
-    return batch * (per_position + pairs)
+    forward = batch * (per_position + pairs)
+    return 3 * forward - 2 * batch * gates * d_model**2 if backward else forward
 
 
 # ----------------------------------------------------------------------------- time
@@ -173,17 +281,23 @@ def _check_sweep(lengths: Sequence[object], kinds: Sequence[object], d_model: ob
     for n in lengths:
         _check_sizes(n, d_model, n_heads, who)
     for kind in kinds:
-        _validate.one_of(kind, LAYER_KINDS, "kind", who)
+        _validate.one_of(kind, _KINDS, "kind", who)
     for name, value in counts.items():
         if value is not None:
             _validate.positive_int(value, name, who)
 
 
-def _runner(kind: str, n: int, d_model: int, batch: int, n_heads: int, backward: bool,
-            device: torch.device) -> Callable[[], None]:
-    """A closure that runs one forward (and backward) pass of a fresh layer on a fixed input."""
+def forward_backward_pass(kind: str, n: int, d_model: int, batch: int = 1, n_heads: int = 4,
+                          backward: bool = True, device: torch.device | str = "cpu") -> Callable[[], None]:
+    """A function that runs one forward (and backward) pass of a fresh layer on a fixed input.
+
+    The backward pass is that of the outputs' sum: the gradients of the input and every weight.
+    """
+    kind = _validate.one_of(kind, _KINDS, "kind", "forward_backward_pass")
+    n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "forward_backward_pass")
     layer = make_layer(kind, d_model, n_heads).to(device)
-    x = _input(n, d_model, batch, device=device, requires_grad=backward)
+    x = _input(n, d_model, _validate.positive_int(batch, "batch", "forward_backward_pass"), device=device,
+               requires_grad=backward)
 
     def run() -> None:
         if not backward:
@@ -217,7 +331,7 @@ def time_against_length(
     # one CPU thread: count the CPU time this thread used, not the time other programs took from it
     clock = time.thread_time if device.type == "cpu" and threads == 1 else time.perf_counter
     with cpu_threads(device, threads):
-        runs = {(kind, n): _runner(kind, n, d_model, batch, n_heads, backward, device)
+        runs = {(kind, n): forward_backward_pass(kind, n, d_model, batch, n_heads, backward, device)
                 for kind in kinds for n in lengths}
         best = dict.fromkeys(runs, math.inf)
         for run in runs.values():
@@ -230,6 +344,40 @@ def time_against_length(
                 sync(device)
                 best[key] = min(best[key], clock() - start)
     return {kind: [best[kind, n] for n in lengths] for kind in kinds}
+
+
+def crossover_length(lengths: Sequence[float], a: Sequence[float], b: Sequence[float]) -> float | None:
+    """The length at which the times ``a`` first reach the times ``b`` (None: never in this range).
+
+    Between the two measured lengths that bracket it, the ratio a / b is interpolated on log-log
+    axes. If a >= b already at the first length, that length is returned.
+    """
+    if not len(lengths) == len(a) == len(b) >= 1:
+        raise ValueError(f"crossover_length expects lengths and two series of the same non-zero size, "
+                         f"got {len(lengths)}, {len(a)} and {len(b)}")
+    log_ratio = [math.log(x / y) for x, y in zip(a, b, strict=True)]  # < 0 while a is faster
+    if log_ratio[0] >= 0:
+        return float(lengths[0])
+    for i in range(1, len(lengths)):
+        if log_ratio[i] >= 0:
+            lo, hi = math.log(lengths[i - 1]), math.log(lengths[i])
+            w = -log_ratio[i - 1] / (log_ratio[i] - log_ratio[i - 1])
+            return float(math.exp(lo + w * (hi - lo)))
+    return None
+
+
+def speedup(seconds_by_threads: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    """Speed-up over one thread from repeated timings (the first list: one thread).
+
+    Returns {"median": median T(1) / median T(P), "low": median T(1) / max T(P), "high":
+    median T(1) / min T(P)} for each thread count P, as ``bench/parallel.py`` reports them.
+    """
+    if len(seconds_by_threads) == 0 or any(len(s) == 0 for s in seconds_by_threads):
+        raise ValueError("speedup expects a non-empty list of timings for each thread count")
+    one = statistics.median(seconds_by_threads[0])
+    return {"median": [one / statistics.median(s) for s in seconds_by_threads],
+            "low": [one / max(s) for s in seconds_by_threads],
+            "high": [one / min(s) for s in seconds_by_threads]}
 
 
 # ----------------------------------------------------------------------------- memory
@@ -263,7 +411,7 @@ def peak_forward_memory(kind: str, n: int, d_model: int = 64, batch: int = 1, n_
     Measured with ``measure.peak_memory``: the allocator's peak on CUDA, an exact count of
     every tensor made and freed on the CPU.
     """
-    kind = _validate.one_of(kind, LAYER_KINDS, "kind", "peak_forward_memory")
+    kind = _validate.one_of(kind, _KINDS, "kind", "peak_forward_memory")
     n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "peak_forward_memory")
     layer = make_layer(kind, d_model, n_heads).to(device)
     x = _input(n, d_model, _validate.positive_int(batch, "batch", "peak_forward_memory"), device=device)
@@ -403,16 +551,16 @@ def expected_path_length(kind: str, n: int, kernel_size: int = 3) -> int:
 # ----------------------------------------------------------------------------- the widget's logic
 
 def timing_report(n: int, d_model: int, repeats: int = 2, device: torch.device | str = "cpu",
-                  n_heads: int = 4) -> dict[str, dict[str, float]]:
+                  n_heads: int = 4, threads: int = 1) -> dict[str, dict[str, float]]:
     """One (n, d_model): forward + backward seconds (measured), forward FLOPs and sequential steps.
 
     The FLOPs and steps come from ``expected_flops`` and ``expected_steps``, which the tests
     (and notebook 09) check equal to ``count_flops`` and ``sequential_steps``; counting them
-    live would cost more than the timing itself.
+    live would cost more than the timing itself. ``threads``: CPU threads while timing.
     """
     n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "timing_report")
     seconds = time_against_length([n], LAYER_KINDS, d_model, n_heads=n_heads, repeats=repeats,
-                                  device=device)
+                                  device=device, threads=threads)
     return {kind: {"seconds": seconds[kind][0], "flops": float(expected_flops(kind, n, d_model)),
                    "steps": float(expected_steps(kind, n))} for kind in LAYER_KINDS}
 
@@ -422,14 +570,17 @@ _LABELS = {"rnn_loop": "RNN loop", "gru": "nn.GRU", "attention": "self-attention
 
 
 def timing_figure(n: int = 256, d_model: int = 64, repeats: int = 2,
-                  device: torch.device | str = "cpu") -> Figure:
-    """The widget's figure: time, FLOPs and sequential steps of the three layers at one (n, d_model)."""
+                  device: torch.device | str = "cpu", threads: int = 1) -> Figure:
+    """The widget's figure: time, FLOPs and sequential steps of the three layers at one (n, d_model).
+
+    ``threads``: CPU threads while timing (on a GPU it changes nothing).
+    """
     from matplotlib.figure import Figure  # here, not at the top: the exercise checks import this module
 
-    report = timing_report(n, d_model, repeats, device)
+    report = timing_report(n, d_model, repeats, device, threads=threads)
     fig = Figure(figsize=(10, 3.4))
     axes = fig.subplots(1, 3)
-    panels = (("seconds", 1e3, "forward + backward (ms)"), ("flops", 1e-6, "forward MFLOPs (matmuls)"),
+    panels = (("seconds", 1e3, "forward + backward (ms)"), ("flops", 1e-6, "MFLOPs, forward only (matmuls)"),
               ("steps", 1, "sequential steps"))
     labels = [_LABELS[k] for k in LAYER_KINDS]
     for ax, (key, scale, title) in zip(axes, panels, strict=True):
@@ -439,7 +590,8 @@ def timing_figure(n: int = 256, d_model: int = 64, repeats: int = 2,
         ax.set_title(title, fontsize=10)
         ax.set_ylim(0, max(values) * 1.2)
         ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle(f"one layer at n = {n}, d_model = {d_model} on {torch.device(device).type} "
-                 f"(FLOPs and steps: same on any device)", fontsize=10)
+    where = f"{threads} CPU thread{'s' * (threads > 1)}" if torch.device(device).type == "cpu" else "cuda"
+    fig.suptitle(f"one layer at n = {n}, d_model = {d_model}, {where} "
+                 f"(FLOPs and steps: the same on any device)", fontsize=10)
     fig.tight_layout()
     return fig
