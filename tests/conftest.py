@@ -1,10 +1,13 @@
 """Shared test settings, and the headless Chromium of the browser and classroom tests."""
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Debian's Chromium: no test tool may download a browser of its own.
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -18,6 +21,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _load_script(relative: str):
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a script of the repository by its path: ``load_script("bench/race.py")``."""
+    return _load_script
 
 
 @pytest.fixture(scope="module")

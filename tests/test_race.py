@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,15 +11,12 @@ import torch
 from transformer_course.data import task_vocabs
 from transformer_course.experiments import race
 
-ROOT = Path(__file__).resolve().parent.parent
 REPORT = race.REPORT
 
 
-def bench_race():
-    spec = importlib.util.spec_from_file_location("bench_race", ROOT / "bench" / "race.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def bench(load_script):
+    return load_script("bench/race.py")
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +27,13 @@ def report() -> dict:
 
 # ----------------------------------------------------------------------------- the committed sweep
 
-def test_the_committed_race_measured_the_code_as_it_is(report):
-    assert report["source_hash"] == bench_race().source_hash(), (
+def test_the_committed_race_measured_the_code_as_it_is(report, bench):
+    assert report["source_hash"] == bench.source_hash(), (
         "the race's code changed since race_results.json was written (models, training, data or "
         "scoring): run `make race` again and commit race_results.json and bench/race.md")
 
 
-def test_every_model_was_tuned_on_the_same_grid_and_run_on_three_seeds_per_regime(report):
+def test_every_model_was_tuned_on_the_same_grid_and_run_on_three_seeds_per_regime(report, bench):
     assert set(report["regimes"]) == {"short", "long"} and len(report["learning_rates"]) >= 3
     runs = report["runs"]
     for regime, chosen in report["best_lr"].items():
@@ -46,7 +41,7 @@ def test_every_model_was_tuned_on_the_same_grid_and_run_on_three_seeds_per_regim
             tuned = {r["lr"] for r in runs
                      if r["model"] == name and r["regime"] == regime and r["seed"] == 0}
             assert tuned == set(report["learning_rates"]), f"{name} ({regime}): not tuned on the whole grid"
-            assert chosen[name] == bench_race().best_lr(runs, name, regime), "a rate not picked on validation"
+            assert chosen[name] == bench.best_lr(runs, name, regime), "a rate not picked on validation"
             seeds = {r["seed"] for r in runs if r["model"] == name and r["regime"] == regime
                      and r["lr"] == chosen[name]}
             assert len(seeds) >= 3, f"{name} ({regime}) ran on seeds {sorted(seeds)} only"
@@ -58,14 +53,13 @@ def test_the_racers_sizes_are_within_25_percent_of_each_other(report):
         assert max(params.values()) <= 1.25 * min(params.values()), params
 
 
-def test_the_curves_are_against_steps_and_seconds_and_the_step_times_cover_every_length(report):
+def test_the_curves_are_against_steps_and_seconds_and_the_step_times_cover_every_length(report, bench):
     for r in report["runs"]:
         steps = [e["step"] for e in r["curve"]]
         assert steps == sorted(steps) and steps[-1] == r["steps"]
         assert all(0 <= e["exact"] <= 1 and 0 <= e["chrf"] <= 100 and e["cpu_seconds"] > 0
                    for e in r["curve"])
     timed = {(t["model"], t["length"], t["batch"]) for t in report["step_times"]}
-    bench = bench_race()
     assert timed == {(m, n, b) for m in race.MODELS for n in bench.LENGTHS for b in bench.BATCHES}
 
 
