@@ -136,22 +136,6 @@ def _sdpa_mask_times_scores(q, k, v, mask=None, *, zero=False):
     return w @ v, w
 
 
-SDPA_RIGHT = {
-    "the package's": scaled_dot_product_attention,
-    "softmax by hand, the allowed keys' maximum, the mask multiplies": _sdpa_masked_max,
-    "a finite fill of -1e4, then zero": lambda q, k, v, m=None: _sdpa(q, k, v, m, neg=-1e4),
-    "weights returned detached, output from the live ones": _sdpa_weights_returned_detached,
-    "NaN zeroed in place on a copy": _sdpa_nan_zeroed_on_a_copy,
-    "an additive finite bias, then zero": _sdpa_finite_bias,
-    "matmul, -inf, zero the empty rows": _sdpa,
-    "a finite fill of -1e9, then zero": lambda q, k, v, m=None: _sdpa(q, k, v, m, neg=-1e9),
-    "einsum, torch.where, a list": _sdpa_einsum,
-    "float64 inside, cast back": _sdpa_float64_inside,
-    "softmax by hand, row maximum": _sdpa_by_hand,
-    "a loop over the batch, finfo.min": _sdpa_loop,
-}
-
-
 def _manual_no_max(q, k, v, mask=None):
     scores = q @ k.mT / math.sqrt(q.shape[-1])
     if mask is not None:
@@ -241,85 +225,70 @@ def _sdpa_output_via_numpy(q, k, v, mask=None):
     return torch.from_numpy(out.detach().numpy()), w
 
 
+# Exercise 04: check_scaled_dot_product_attention calls fn(q, k, v), without a mask.
+SDPA_RIGHT = {
+    "the package's (its mask defaults to None)": scaled_dot_product_attention,
+    "matmul, torch.softmax": lambda q, k, v: _sdpa(q, k, v),
+    "einsum, a list": _sdpa_einsum,
+    "float64 inside, cast back": _sdpa_float64_inside,
+    "softmax by hand, row maximum": _sdpa_by_hand,
+    "softmax by hand, the maximum through torch.where": _sdpa_masked_max,
+    "a loop over the batch": _sdpa_loop,
+    "weights returned detached, output from the live ones": _sdpa_weights_returned_detached,
+    "a mask parameter that defaults to None": _sdpa,
+}
+
 SDPA_WRONG = {
-    "weights detached": (_sdpa_detached, r"your output is right, but no gradient reaches q and k: the "
-                                         r"weights are cut from autograd"),
-    "output from the NaN weights": (_sdpa_output_before_fix,
-                                    r"weights .* are right \(zeros\), but your output holds NaN.*Compute the "
-                                    r"output from the fixed weights \(weights @ v after the masked_fill\)"),
-    "weights divided after the softmax": (_sdpa_scaled_after,
+    "weights detached": (lambda q, k, v: _sdpa_detached(q, k, v),
+                         r"your output is right, but no gradient reaches q and k: the weights are cut from "
+                         r"autograd"),
+    "weights divided after the softmax": (lambda q, k, v: _sdpa_scaled_after(q, k, v),
                                           r"sum to 0.3536 = 1/sqrt\(d_k\), not 1.*you divided the weights "
                                           r"after the softmax; divide the scores before it"),
-    "weights doubled after the softmax": (lambda q, k, v, m=None: tuple(2 * t for t in _sdpa(q, k, v, m)),
+    "weights doubled after the softmax": (lambda q, k, v: tuple(2 * t for t in _sdpa(q, k, v)),
                                           "sum to 2, not 1.*multiplied the weights after the softmax"),
-    "NaN zeroed in place on the softmax's output": (
-        _sdpa_nan_zeroed_in_place,
-        r"backpropagating through it fails \(one of the variables needed for gradient computation has been "
-        r"modified"),
-    "an additive -inf bias": (_sdpa_inf_bias,
-                              r"gradient with respect to q and k holds NaN.*rather than adding a -inf bias"),
-    "output computed in numpy": (_sdpa_output_via_numpy, "your output is right, but no gradient reaches it"),
-    "no scaling": (lambda q, k, v, m=None: _sdpa(q, k, v, m, scale=1.0), "not scaled"),
-    "scaled by d_model": (lambda q, k, v, m=None: _sdpa(q, k, v, m,
-                                                        scale=1 / math.sqrt(q.shape[1] * q.shape[-1])),
+    "output computed in numpy": (lambda q, k, v: _sdpa_output_via_numpy(q, k, v),
+                                 "your output is right, but no gradient reaches it"),
+    "no scaling": (lambda q, k, v: _sdpa(q, k, v, scale=1.0), "not scaled"),
+    "scaled by d_model": (lambda q, k, v: _sdpa(q, k, v, scale=1 / math.sqrt(q.shape[1] * q.shape[-1])),
                           r"sqrt\(H \* Dh\), the model size d_model"),
-    "divided by d_k": (lambda q, k, v, m=None: _sdpa(q, k, v, m, scale=1 / q.shape[-1]),
+    "divided by d_k": (lambda q, k, v: _sdpa(q, k, v, scale=1 / q.shape[-1]),
                        "divided the scores by d_k = 8"),
-    "softmax over queries": (lambda q, k, v, m=None: _sdpa(q, k, v, m, dim=-2),
+    "softmax over queries": (lambda q, k, v: _sdpa(q, k, v, dim=-2),
                              r"sum to 1 over the queries \(axis -2\)"),
-    "mask after softmax": (lambda q, k, v, m=None: _sdpa(q, k, v, m, fill="after"),
-                           "applied the mask after the softmax"),
-    "-inf into the weights": (lambda q, k, v, m=None: _sdpa(q, k, v, m, fill="after_inf"),
-                              "weights contain -inf"),
-    "mask with the wrong sign": (lambda q, k, v, m=None: _sdpa(q, k, v, m, sign=-1), "wrong sign"),
-    "mask ignored": (lambda q, k, v, m=None: _sdpa(q, k, v, None), "mask is ignored"),
-    "a fill of -100": (lambda q, k, v, m=None: _sdpa(q, k, v, m, neg=-100.0, zero_empty=False),
-                       "must get exactly 0"),
-    "a fill of -100, then zero": (lambda q, k, v, m=None: _sdpa(q, k, v, m, neg=-100.0),
-                                  r"filled the blocked scores with a finite value \(such as -100\) and "
-                                  r"zeroed their weights.*query 1: near -200"),
-    "softmax, mask, renormalise": (_sdpa_renormalised,
-                                   r"applied the mask after the softmax and renormalised.*query 2: allowed "
-                                   r"near 0, blocked near \+200"),
-    "scores times the mask": (_sdpa_mask_times_scores, r"you multiplied the scores by the mask: a blocked "
-                                                      r"score becomes 0, not -inf"),
-    "scores times the mask, then zero": (lambda q, k, v, m=None: _sdpa_mask_times_scores(q, k, v, m,
-                                                                                          zero=True),
-                                         "you multiplied the scores by the mask"),
-    "squeezed": (lambda q, k, v, m=None: tuple(t.squeeze() for t in _sdpa(q, k, v, m)),
+    "squeezed": (lambda q, k, v: tuple(t.squeeze() for t in _sdpa(q, k, v)),
                  r"for q \(3, 1, 8\), k \(3, 5, 8\) your weights have shape \(3, 5\), expected \(3, 1, 5\).*"
                  r"\.squeeze\(\) drops every one"),
-    "squeezed on the batch axis only": (lambda q, k, v, m=None: tuple(t.squeeze(0)
-                                                                      for t in _sdpa(q, k, v, m)),
+    "squeezed on the batch axis only": (lambda q, k, v: tuple(t.squeeze(0) for t in _sdpa(q, k, v)),
                                         r"for q \(1, 4, 8\), k \(1, 6, 8\) your weights have shape \(4, 6\), "
                                         r"expected \(1, 4, 6\): an axis of size 1 was dropped"),
-    "NaN on a fully masked row": (lambda q, k, v, m=None: _sdpa(q, k, v, m, zero_empty=False),
-                                  "all blocked gives NaN"),
-    "uniform on a fully masked row": (lambda q, k, v, m=None: _sdpa(q, k, v, m, zero_empty=False, neg=-1e9),
-                                      "should get zero weights"),
-    "only the output": (lambda q, k, v, m=None: _sdpa(q, k, v, m)[0], r"return 2 values \(output, weights\)"),
-    "three values": (lambda q, k, v, m=None: (*_sdpa(q, k, v, m), q), r"return 2 values.*got 3"),
-    "output from the keys": (lambda q, k, v, m=None: (_sdpa(q, k, v, m)[1] @ k, _sdpa(q, k, v, m)[1]),
+    "only the output": (lambda q, k, v: _sdpa(q, k, v)[0], r"return 2 values \(output, weights\)"),
+    "three values": (lambda q, k, v: (*_sdpa(q, k, v), q), r"return 2 values.*got 3"),
+    "output from the keys": (lambda q, k, v: (_sdpa(q, k, v)[1] @ k, _sdpa(q, k, v)[1]),
                              r"the output \(weights @ v\)"),
-    "weights transposed": (lambda q, k, v, m=None: (_sdpa(q, k, v, m)[0], _sdpa(q, k, v, m)[1].mT),
+    "weights transposed": (lambda q, k, v: (_sdpa(q, k, v)[0], _sdpa(q, k, v)[1].mT),
                            "wrong shape.*last two axes swapped"),
-    "exp without the maximum": (_manual_no_max, "exp\\(100\\) overflows float32"),
-    "one maximum for the whole tensor": (_manual_global_max, "each query's own maximum"),
-    "float64 returned": (lambda q, k, v, m=None: _sdpa(q.double(), k.double(), v.double(), m),
+    "exp without the maximum": (lambda q, k, v: _manual_no_max(q, k, v), "exp\\(100\\) overflows float32"),
+    "one maximum for the whole tensor": (lambda q, k, v: _manual_global_max(q, k, v),
+                                         "each query's own maximum"),
+    "float64 returned": (lambda q, k, v: _sdpa(q.double(), k.double(), v.double()),
                          "is float64, expected float32"),
-    "the fused shortcut": (_fused, "called `torch.nn.functional.scaled_dot_product_attention`"),
-    "the course's function": (lambda q, k, v, m=None: __import__("transformer_course").attention
-                              .scaled_dot_product_attention(q, k, v, m),
+    "the fused shortcut": (lambda q, k, v: _fused(q, k, v),
+                           "called `torch.nn.functional.scaled_dot_product_attention`"),
+    "the course's function": (lambda q, k, v: __import__("transformer_course").attention
+                              .scaled_dot_product_attention(q, k, v),
                               "called `transformer_course.attention.scaled_dot_product_attention`"),
-    "q divided in place": (_in_place, "changed its input `q` in place"),
-    "a crash": (lambda q, k, v, m=None: q @ k, "your function raised RuntimeError"),
-    "(weights, output)": (lambda q, k, v, m=None: _sdpa(q, k, v, m)[::-1],
+    "q divided in place": (lambda q, k, v: _in_place(q, k, v), "changed its input `q` in place"),
+    "a crash": (lambda q, k, v: q @ k, "your function raised RuntimeError"),
+    "(weights, output)": (lambda q, k, v: _sdpa(q, k, v)[::-1],
                           r"you returned \(weights, output\); return \(output, weights\)"),
-    "float64 weights, named": (lambda q, k, v, m=None: (_sdpa(q, k, v, m)[0], _sdpa(q, k, v, m)[1].double()),
+    "float64 weights, named": (lambda q, k, v: (_sdpa(q, k, v)[0], _sdpa(q, k, v)[1].double()),
                                r"the tensor of weights for q \(2, 4, 5, 8\), k \(2, 4, 6, 8\) is float64"),
-    "a bias that grows along the keys": (_sdpa_key_bias,
+    "a bias that grows along the keys": (lambda q, k, v: _sdpa_key_bias(q, k, v),
                                          r"the tensor of weights for q \(2, 4, 5, 8\), k \(2, 4, 6, 8\) "
                                          "differs from the reference"),
+    "a mask it requires": (lambda q, k, v, mask: _sdpa(q, k, v, mask),
+                           r"raised TypeError: .*missing 1 required positional argument: 'mask'"),
 }
 
 
@@ -334,6 +303,89 @@ def test_sdpa_check_rejects_mistakes(name):
     fn, message = SDPA_WRONG[name]
     with pytest.raises(CheckFailed, match=message):
         checks.check_scaled_dot_product_attention(fn)
+
+
+# Exercise 05: check_masked_attention calls fn(q, k, v, mask), the mask boolean, True = allowed.
+MASKED_RIGHT = {
+    "the package's": scaled_dot_product_attention,
+    "softmax by hand, the allowed keys' maximum, the mask multiplies": _sdpa_masked_max,
+    "a finite fill of -1e4, then zero": lambda q, k, v, m: _sdpa(q, k, v, m, neg=-1e4),
+    "weights returned detached, output from the live ones": _sdpa_weights_returned_detached,
+    "NaN zeroed in place on a copy": _sdpa_nan_zeroed_on_a_copy,
+    "an additive finite bias, then zero": _sdpa_finite_bias,
+    "matmul, -inf, zero the empty rows": _sdpa,
+    "a finite fill of -1e9, then zero": lambda q, k, v, m: _sdpa(q, k, v, m, neg=-1e9),
+    "einsum, torch.where, a list": _sdpa_einsum,
+    "float64 inside, cast back": _sdpa_float64_inside,
+    "softmax by hand, row maximum": _sdpa_by_hand,
+    "a loop over the batch, finfo.min": _sdpa_loop,
+}
+
+MASKED_WRONG = {
+    "output from the NaN weights": (_sdpa_output_before_fix,
+                                    r"weights .* are right \(zeros\), but your output holds NaN.*Compute the "
+                                    r"output from the fixed weights \(weights @ v after the masked_fill\)"),
+    "NaN zeroed in place on the softmax's output": (
+        _sdpa_nan_zeroed_in_place,
+        r"backpropagating through it fails \(one of the variables needed for gradient computation has been "
+        r"modified"),
+    "an additive -inf bias": (_sdpa_inf_bias,
+                              r"gradient with respect to q and k holds NaN.*rather than adding a -inf bias"),
+    "mask after softmax": (lambda q, k, v, m: _sdpa(q, k, v, m, fill="after"),
+                           "applied the mask after the softmax"),
+    "-inf into the weights": (lambda q, k, v, m: _sdpa(q, k, v, m, fill="after_inf"), "weights contain -inf"),
+    "mask with the wrong sign": (lambda q, k, v, m: _sdpa(q, k, v, m, sign=-1), "wrong sign"),
+    "mask ignored": (lambda q, k, v, m: _sdpa(q, k, v, None), "mask is ignored"),
+    "a fill of -100": (lambda q, k, v, m: _sdpa(q, k, v, m, neg=-100.0, zero_empty=False),
+                       "must get exactly 0"),
+    "a fill of -100, then zero": (lambda q, k, v, m: _sdpa(q, k, v, m, neg=-100.0),
+                                  r"filled the blocked scores with a finite value \(such as -100\) and "
+                                  r"zeroed their weights.*query 1: near -200"),
+    "softmax, mask, renormalise": (_sdpa_renormalised,
+                                   r"applied the mask after the softmax and renormalised.*query 2: allowed "
+                                   r"near 0, blocked near \+200"),
+    "scores times the mask": (_sdpa_mask_times_scores, r"you multiplied the scores by the mask: a blocked "
+                                                      r"score becomes 0, not -inf"),
+    "scores times the mask, then zero": (lambda q, k, v, m: _sdpa_mask_times_scores(q, k, v, m, zero=True),
+                                         "you multiplied the scores by the mask"),
+    "NaN on a fully masked row": (lambda q, k, v, m: _sdpa(q, k, v, m, zero_empty=False),
+                                  "all blocked gives NaN"),
+    "uniform on a fully masked row": (lambda q, k, v, m: _sdpa(q, k, v, m, zero_empty=False, neg=-1e9),
+                                      "should get zero weights"),
+    # exercise 04's slips, named on the mask that allows every key
+    "weights detached": (_sdpa_detached, r"no gradient reaches q and k: the weights are cut from autograd"),
+    "no scaling": (lambda q, k, v, m: _sdpa(q, k, v, m, scale=1.0), "not scaled"),
+    "divided by d_k": (lambda q, k, v, m: _sdpa(q, k, v, m, scale=1 / q.shape[-1]),
+                       "divided the scores by d_k = 8"),
+    "softmax over queries": (lambda q, k, v, m: _sdpa(q, k, v, m, dim=-2),
+                             r"sum to 1 over the queries \(axis -2\)"),
+    "weights divided after the softmax": (_sdpa_scaled_after,
+                                          r"sum to 0.3536 = 1/sqrt\(d_k\), not 1.*you divided the weights"),
+    "one maximum for the whole tensor": (_manual_global_max,
+                                         r"the weights of query 0 and 1 hold NaN.*Subtract each query's own "
+                                         r"largest allowed score"),
+    "(weights, output)": (lambda q, k, v, m: _sdpa(q, k, v, m)[::-1],
+                          r"masked_attention: you returned \(weights, output\)"),
+    "the fused shortcut": (_fused, "called `torch.nn.functional.scaled_dot_product_attention`"),
+    "the course's function": (lambda q, k, v, m: __import__("transformer_course").attention
+                              .scaled_dot_product_attention(q, k, v, m),
+                              "called `transformer_course.attention.scaled_dot_product_attention`"),
+    "exercise 04's function, no mask parameter": (lambda q, k, v: _sdpa(q, k, v),
+                                                  r"raised TypeError: .*takes 3 positional arguments but 4"),
+}
+
+
+@pytest.mark.parametrize("name", MASKED_RIGHT)
+def test_masked_check_accepts_right_answers(name, capsys):
+    assert checks.check_masked_attention(MASKED_RIGHT[name])
+    assert "[x] masked_attention" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", MASKED_WRONG)
+def test_masked_check_rejects_mistakes(name):
+    fn, message = MASKED_WRONG[name]
+    with pytest.raises(CheckFailed, match=message):
+        checks.check_masked_attention(fn)
 
 
 # ----------------------------------------------------------------------------- predict, then measure
@@ -960,12 +1012,13 @@ def test_influence_check_rejects_mistakes(name):
         checks.check_influence_matrix(fn)
 
 
-# ----------------------------------------------------------------------------- all six
+# ----------------------------------------------------------------------------- all seven
 
 def test_checks_leave_the_global_random_state_alone():
     torch.manual_seed(0)
     before = torch.random.get_rng_state()
     checks.check_scaled_dot_product_attention(scaled_dot_product_attention)
+    checks.check_masked_attention(scaled_dot_product_attention)
     checks.check_predict_variance_exponent(lambda: -1.0)
     checks.check_measure_score_variance(_measure)
     checks.check_causal_padding_mask(_mask)
@@ -975,8 +1028,8 @@ def test_checks_leave_the_global_random_state_alone():
 
 
 def test_the_tables_are_large():
-    wrong = (len(SDPA_WRONG) + len(PREDICT_WRONG) + len(MEASURE_WRONG) + len(MASK_WRONG) + len(MHA_WRONG)
-             + len(INFLUENCE_WRONG))
-    right = (len(SDPA_RIGHT) + len(PREDICT_RIGHT) + len(MEASURE_RIGHT) + len(MASK_RIGHT) + len(MHA_RIGHT)
-             + len(INFLUENCE_RIGHT))
+    wrong = (len(SDPA_WRONG) + len(MASKED_WRONG) + len(PREDICT_WRONG) + len(MEASURE_WRONG) + len(MASK_WRONG)
+             + len(MHA_WRONG) + len(INFLUENCE_WRONG))
+    right = (len(SDPA_RIGHT) + len(MASKED_RIGHT) + len(PREDICT_RIGHT) + len(MEASURE_RIGHT) + len(MASK_RIGHT)
+             + len(MHA_RIGHT) + len(INFLUENCE_RIGHT))
     assert wrong >= 60 and right >= 25, (wrong, right)

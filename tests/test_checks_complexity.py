@@ -20,6 +20,9 @@ PREDICT_RIGHT = {
     "a tuple of ints": lambda: (2, 4),
     "a list of floats": lambda: [2.0, 4.0],
     "close enough": lambda: (2.1, 3.9),
+    "a careful count: four (n, d) tensors beside scores and weights": lambda: (2.4, 4.0),
+    "the low end of the small range": lambda: (1.8, 4.0),
+    "the high end of the small range": lambda: (2.7, 4.0),
     "a numpy array of the two": lambda: np.array([2.0, 4.0]),
     "numpy floats": lambda: (np.float64(2.0), np.float32(4.0)),
 }
@@ -31,6 +34,7 @@ PREDICT_MISTAKES = {
     "cubic at large n": (lambda: (2, 8), "x8 would be n\\^3: one weight per \\(query, key\\) pair"),
     "cubic at small n": (lambda: (8, 4), "from n = 8 to 16 .* x8 would be n\\^3"),
     "a guess": (lambda: (3, 4), "which tensors take most of the memory at n = 8"),
+    "below the small range": (lambda: (1.5, 4), "right: x1.8 to x2.7\\): which tensors"),
     "one number": (lambda: 4, "return 2 values \\(small, large\\)"),
     "a numpy array of three": (lambda: np.array([2.0, 4.0, 8.0]), "return 2 values \\(small, large\\)"),
     "tensors": (lambda: (torch.tensor(2.0), torch.tensor(4.0)), "use .item\\(\\)"),

@@ -21,12 +21,13 @@ from transformer_course.efficient import online_softmax_step, tiled_attention
 
 
 def _step(m, l, acc, scores, v, *, rescale_l=True, rescale_acc=True, subtract=True, normalise=False,
-          new_max="both"):
+          new_max="both", guard=True):
     """A learner's step: the defaults give the right answer, each option one mistake."""
     block_max = scores.amax(-1)
     m_new = {"both": torch.maximum(m, block_max), "block": block_max, "old": m}[new_max]
-    p = torch.exp(scores - m_new[..., None]) if subtract else torch.exp(scores)
-    alpha = torch.exp(m - m_new)
+    safe = torch.where(torch.isinf(m_new), 0.0, m_new) if guard else m_new  # a row with no key seen yet
+    p = torch.exp(scores - safe[..., None]) if subtract else torch.exp(scores)
+    alpha = torch.exp(m - safe)
     l_new = (alpha * l if rescale_l else l) + p.sum(-1)
     acc_new = (alpha[..., None] * acc if rescale_acc else acc) + p @ v
     if normalise:
@@ -69,6 +70,20 @@ def _block_max_then_rescale(m, l, acc, scores, v):
     return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v
 
 
+def _guards_l_only(m, l, acc, scores, v):
+    """The NaN of a wholly masked first row replaced by 0 in l, not in acc."""
+    m_new = torch.maximum(m, scores.amax(-1))
+    p = torch.exp(scores - m_new[..., None])
+    alpha = torch.exp(m - m_new)
+    return m_new, (alpha * l + p.sum(-1)).nan_to_num(0.0), alpha[..., None] * acc + p @ v
+
+
+def _max_skips_masked_rows(m, l, acc, scores, v):
+    """A wholly masked row's maximum set to 0 rather than left at -inf."""
+    m_new, l_new, acc_new = _step(m, l, acc, scores, v)
+    return torch.where(torch.isinf(m_new), 0.0, m_new), l_new, acc_new
+
+
 def _float64_never_cast_back(m, l, acc, scores, v):
     return _step(*(x.double() for x in (m, l, acc, scores, v)))
 
@@ -103,6 +118,12 @@ STEP_MISTAKES = {
     "alpha inverted, inf guarded": (_alpha_inverted, r"later block.*rescaling factor is inverted"),
     "block max, then rescaled": (_block_max_then_rescale,
                                  r"masked scores.*NaN or infinity: a masked key .* not the block's maximum"),
+    "no guard for a row masked before any key": (lambda *a: _step(*a, guard=False),
+                                                 r"masks the whole row of two queries: the new l contains "
+                                                 r"NaN or infinity: .* Guard it"),
+    "guarded l, acc forgotten": (_guards_l_only, r"masks the whole row.*the new acc contains NaN"),
+    "a fully masked row takes the block's maximum": (_max_skips_masked_rows,
+                                                     r"seen no key yet: its running maximum must stay -inf"),
 }
 
 
@@ -117,8 +138,8 @@ def _step_where(m, l, acc, scores, v):  # the package's guard against -inf - -in
 
 def _step_float32_inside(m, l, acc, scores, v):  # computed in float32, cast back: too coarse? no, 1e-6
     m_new = torch.stack([m, scores.amax(-1)]).amax(0)
-    p = torch.exp(scores - m_new[..., None])
-    alpha = torch.exp(m - m_new)
+    p = torch.exp(scores - m_new[..., None]).nan_to_num(0.0)  # NaN only where the row has seen no key
+    alpha = torch.exp(m - m_new).nan_to_num(0.0)
     return m_new, (alpha * l + p.sum(-1)).to(l.dtype), (alpha[..., None] * acc + p @ v).to(acc.dtype)
 
 
@@ -126,8 +147,9 @@ def _step_float64_cast_back(m, l, acc, scores, v):
     """float64 inside, einsum, every result cast back to the inputs' dtype."""
     m64, l64, a64, s64, v64 = (x.double() for x in (m, l, acc, scores, v))
     m_new = torch.maximum(m64, s64.amax(-1))
-    p = torch.exp(s64 - m_new[..., None])
-    alpha = torch.exp(m64 - m_new)
+    seen = torch.isfinite(m_new)  # False for a row with no key seen yet
+    p = torch.exp(s64 - torch.where(seen, m_new, 0.0)[..., None])
+    alpha = torch.exp(m64 - torch.where(seen, m_new, 0.0))
     acc_new = alpha[..., None] * a64 + torch.einsum("...tk,...kd->...td", p, v64)
     return tuple(x.to(scores.dtype) for x in (m_new, alpha * l64 + p.sum(-1), acc_new))
 
@@ -137,7 +159,7 @@ def _step_masked_by_hand(m, l, acc, scores, v):
     m_new = torch.maximum(m, scores.amax(-1))
     finite = torch.isfinite(scores)
     p = torch.where(finite, torch.exp(scores.masked_fill(~finite, 0.0) - m_new[..., None]), 0.0)
-    alpha = torch.exp(m - m_new)
+    alpha = torch.where(torch.isneginf(m_new), 0.0, torch.exp(m - m_new))
     return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v
 
 
@@ -184,7 +206,7 @@ def _start(q, v, m0=-math.inf):
 
 
 def _loop(q, k, v, block_size, causal=False, *, scale=True, mask_ge=False, ahead=False, divide="end",
-          partial=True, use_mask=True, m0=-math.inf):
+          partial=True, use_mask=True, m0=-math.inf, bottom_right=False):
     """A learner's tiled loop: the defaults give the right answer, each option one mistake."""
     T, S = q.shape[-2], k.shape[-2]
     m, l, acc = _start(q, v, m0)
@@ -192,7 +214,7 @@ def _loop(q, k, v, block_size, causal=False, *, scale=True, mask_ge=False, ahead
     for s in range(0, S if partial else S - S % block_size, block_size):
         scores = qs @ k[..., s:s + block_size, :].transpose(-2, -1)
         if causal and use_mask:
-            t = torch.arange(T)[:, None]
+            t = torch.arange(T)[:, None] + (S - T if bottom_right else 0)  # the query's position
             key = torch.arange(s, s + scores.shape[-1])
             blocked = key >= t if mask_ge else (key > t + 1 if ahead else key > t)
             scores = scores.masked_fill(blocked, -math.inf)
@@ -313,6 +335,9 @@ LOOP_MISTAKES = {
                                   r"off by one: query t also sees key t \+ 1\. Block the keys whose "
                                   r"position j = s \+ column .* is j > t\."),
     "last partial block dropped": (lambda *a: _loop(*a, partial=False), "last, partial block"),
+    "mask aligned at the bottom right": (lambda *a: _loop(*a, bottom_right=True),  # as exercise 10's cache
+                                         r"aligned at the bottom right, as exercise 10's KV cache.*no offset "
+                                         r"S - T"),
     "mask counted within the block": (_block_relative_mask, "from the start of each block"),
     "crashes": (lambda q, k, v, b, c=False: q @ k, "your function raised RuntimeError"),
     "plain softmax": (lambda q, k, v, b, c=False: torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), -1) @ v,

@@ -108,8 +108,9 @@ def test_weights_figure_at_the_slider_ends(d_k, temperature, scaled):
 def test_mask_figure_at_the_slider_ends(seq_len, n_pad, causal, head):
     fig = mask_figure(seq_len=seq_len, n_pad=n_pad, causal=causal, head=head)
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 3  # the mask, the head's weights and their colour bar
+    assert len(fig.axes) == 4  # the mask, the head's weights and a colour bar for each
     assert fig.axes[1].get_images()[0].get_array().shape == (seq_len, seq_len)
+    assert [t.get_text() for t in fig.axes[2].get_yticklabels()] == ["blocked", "allowed"]
 
 
 def test_mask_and_head_weights_errors():

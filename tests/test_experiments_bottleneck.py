@@ -253,6 +253,8 @@ def test_plot_channel_at_the_ends_of_its_sliders(width, length):
     assert f"width {width}, strings of {length} symbols" == left.get_title()
     assert len(left.lines[0].get_xdata()) == length
     assert len(right.lines) == 2 + 1  # one curve per width, and the chosen length
+    legend = [t.get_text() for t in right.get_legend().get_texts()]
+    assert legend == ["width 2", "width 8", f"length {length}"]  # the grey curves are named too
 
 
 def test_plot_channel_bad_arguments():

@@ -184,6 +184,20 @@ def test_speedup_is_median_over_median_with_the_range():
         C.speedup([[1.0], []])
 
 
+def test_time_against_length_times_each_run_right_after_an_untimed_run_of_the_same_layer(monkeypatch):
+    calls = []  # (kind, n, timed?) in the order they ran
+
+    def fake_pass(kind, n, *args):
+        return lambda: calls.append((kind, n))
+
+    monkeypatch.setattr(C, "forward_backward_pass", fake_pass)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(C.time, "thread_time", lambda: next(ticks))
+    C.time_against_length([8, 16], ["rnn_loop", "attention"], d_model=16, repeats=2)
+    keys = [("rnn_loop", 8), ("rnn_loop", 16), ("attention", 8), ("attention", 16)]
+    assert calls == [key for key in keys for _ in range(2)] * 2  # each key twice in a row, each round
+
+
 def test_the_rnn_loop_takes_longer_for_a_longer_sequence():
     t = C.time_against_length([16, 256], ["rnn_loop"], d_model=16, repeats=3)["rnn_loop"]
     assert t[1] > 4 * t[0], t  # 16 times the steps; a generous margin for a loaded machine
@@ -312,3 +326,27 @@ def test_timing_report_rejects_bad_sizes():
     message = "timing_report expects d_model divisible by n_heads .*got d_model=18 and n_heads=4"
     with pytest.raises(ValueError, match=message):
         C.timing_report(16, 18)
+
+
+# ----------------------------------------------------------------------------- memory with autograd
+
+def test_kept_for_backward_is_one_weights_tensor_and_four_projections_for_attention():
+    n, d = 64, 16
+    kept = C.kept_for_backward("attention", n, d_model=d, n_heads=4)
+    # the softmax's output (the weights, also the input of weights @ v), and q * scale, k, v and
+    # the merged heads, each (n, d): what the backward pass of these operators reads
+    assert kept == C.attention_weight_bytes(1, 4, n) + 4 * n * d * 4
+
+
+def test_kept_for_backward_grows_like_n_for_the_rnn_loop_and_rejects_an_unknown_kind():
+    small, large = (C.kept_for_backward("rnn_loop", n, d_model=8) for n in (16, 64))
+    assert small > 0 and large - small == (64 - 16) * 8 * 4  # one (1, D) state per extra position
+    with pytest.raises(ValueError, match="kept_for_backward expects kind to be one of"):
+        C.kept_for_backward("lstm", 8)
+
+
+def test_operator_counts_sees_fewer_copies_at_batch_one():
+    one, two = (C.operator_counts("attention", 16, d_model=16, batch=b, backward=True) for b in (1, 2))
+    assert one["_softmax"] == two["_softmax"] == 1 and one["_softmax_backward_data"] == 1
+    assert one.get("clone", 0) < two.get("clone", 0)
+    assert sum(one.values()) == C.trace_layer("attention", 16, 16, batch=1, backward=True)["operators"]

@@ -11,6 +11,6 @@ from transformer_course.experiments.positions import encoding_figure
 def test_encoding_figure_at_the_slider_ends(position, dim):
     fig = encoding_figure(position=position, dim=dim)
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 2  # the table and the chosen dimension's curve
+    assert len(fig.axes) == 3  # the table, the chosen dimension's curve and the table's colour bar
     assert f"row {position}, column {dim}" in fig.axes[0].get_title()
     assert len(fig.axes[1].get_lines()[0].get_ydata()) == 64

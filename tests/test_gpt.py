@@ -318,6 +318,55 @@ def test_the_loss_starts_near_log_v_and_falls_with_training():
     assert history.final_loss < before - 0.8
 
 
+def _ngram_by_hand(train_ids: list[int], held_out: list[int], order: int, V: int, alpha: float) -> float:
+    """The n-gram cross-entropy with Python dictionaries, one held-out token at a time."""
+    counts: dict[tuple, int] = {}
+    for i in range(len(train_ids) - order + 1):
+        gram = tuple(train_ids[i:i + order])
+        counts[gram] = counts.get(gram, 0) + 1
+    total = 0.0
+    for i in range(order - 1, len(held_out)):
+        context = tuple(held_out[i - order + 1:i])
+        row = sum(counts.get(context + (c,), 0) for c in range(V))
+        total -= math.log((counts.get(context + (held_out[i],), 0) + alpha) / (row + alpha * V))
+    return total / (len(held_out) - order + 1)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("alpha", [0.01, 1.0])
+def test_ngram_loss_equals_counting_by_hand(order, alpha):
+    g = torch.Generator().manual_seed(order)
+    train_ids, held_out = torch.randint(0, 5, (300,), generator=g), torch.randint(0, 5, (60,), generator=g)
+    want = _ngram_by_hand(train_ids.tolist(), held_out.tolist(), order, 5, alpha)
+    assert generation.ngram_loss(train_ids, held_out, order, 5, alpha=alpha) == pytest.approx(want, rel=1e-9)
+
+
+def test_ngram_loss_knows_what_each_order_can_see():
+    text = torch.tensor([0, 1] * 50)  # "abab...": the previous token decides the next one
+    assert generation.ngram_loss(text, text, 1, 2, alpha=1e-6) == pytest.approx(math.log(2), abs=1e-4)
+    assert generation.ngram_loss(text, text, 2, 2, alpha=1e-6) < 1e-4
+    full = gpt.load_text()
+    tok = gpt.CharTokenizer(full)
+    data = tok.encode(full)
+    n = int(0.9 * len(data))
+    losses = [generation.ngram_loss(data[:n], data[n:], order, tok.vocab_size) for order in (1, 2, 3)]
+    assert losses[0] > losses[1] > losses[2] and losses[0] < math.log(tok.vocab_size)
+
+
+def test_ngram_loss_rejects_bad_arguments():
+    ids = torch.tensor([0, 1, 2, 1])
+    with pytest.raises(ValueError, match="order to be an int in \\[1, 4\\]"):
+        generation.ngram_loss(ids, ids, 0, 3)
+    with pytest.raises(ValueError, match="alpha to be a finite number > 0"):
+        generation.ngram_loss(ids, ids, 2, 3, alpha=0.0)
+    with pytest.raises(ValueError, match="held_out ids in \\[0, 2\\]"):
+        generation.ngram_loss(ids, torch.tensor([0, 3]), 1, 3)
+    with pytest.raises(ValueError, match="texts of at least order=3 tokens"):
+        generation.ngram_loss(ids, ids[:2], 3, 3)
+    with pytest.raises(TypeError, match="train_data to be integer token ids"):
+        generation.ngram_loss(ids.float(), ids, 1, 3)
+
+
 def test_generation_times_measures_both_paths():
     model = small_model()
     times = generation.generation_times(model, tokens(1, 2), [3, 6], repeats=1)
@@ -340,6 +389,18 @@ def test_sampling_figure_at_the_ends_of_its_sliders(temperature, top_k):
     assert len(samples) == 2 and all(len(s) == 12 for s in samples)
     if top_k == 1:  # top-1 is greedy: every sample the same
         assert samples[0] == samples[1]
+
+
+def test_sampling_figure_orders_the_bars_by_logit_so_cut_characters_show_at_zero():
+    model, tok = small_model(), gpt.CharTokenizer("abcdefghij ")
+    fig = generation.sampling_figure(model, tok, "abc", 1.0, 3, n_chars=4, n_samples=1)
+    with torch.no_grad():
+        logits = model(tok.encode("abc")[None])[0, -1]
+    order = [repr(tok.chars[i])[1:-1].replace(" ", "␣") for i in logits.argsort(descending=True).tolist()]
+    bars = fig.axes[0]
+    assert [t.get_text() for t in bars.get_xticklabels()] == order
+    heights = [p.get_height() for p in bars.patches]
+    assert all(h > 0 for h in heights[:3]) and all(h == 0 for h in heights[3:])
 
 
 def test_sampling_figure_wired_as_in_notebook_10_shows_two_sliders():

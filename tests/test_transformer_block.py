@@ -37,6 +37,7 @@ def test_gradient_figure_at_the_ends_of_the_slider(depth):
     fig = gradient_figure(depth)
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 1
+    assert fig.axes[0].get_title() == f"{depth} layers"  # the depth drawn, not one off
     lines = [line for line in fig.axes[0].get_lines() if line.get_label() in GRADIENT_VARIANTS]
     assert len(lines) == len(GRADIENT_VARIANTS)
     assert all(len(line.get_xdata()) == depth for line in lines)

@@ -1,4 +1,4 @@
-"""Memory-efficient attention: tiling with an online softmax (FlashAttention's forward pass).
+"""Memory-efficient attention: tiling with an online softmax (the forward pass of FlashAttention-2).
 
 Shapes: B batch, S source length (keys), T target length (queries), D d_model, H heads,
 Dh head size, V vocabulary; Bq and Bk are the query and key block sizes. Attention inputs
@@ -7,8 +7,16 @@ are q (..., T, Dh), k (..., S, Dh), v (..., S, Dv) with the same leading (batch)
 Exact attention materialises the (T, S) matrix of weights: memory grows as n^2. Tiled
 attention walks over blocks of keys (and of queries), keeps per query only a running
 maximum ``m``, a running sum ``l`` of exponentials and an un-normalised output ``acc``,
-rescales them when the maximum grows, and divides by ``l`` once at the end (Milakov and
-Gimelshein 2018; Dao et al. 2022). Its extra memory is the output plus one (Bq, Bk) block.
+rescales them when the maximum grows, and divides by ``l`` once at the end (the online
+softmax: Milakov and Gimelshein 2018). Its extra memory is the output plus one (Bq, Bk) block.
+This loop order, query blocks outside, key blocks inside and one division per query at the
+end, is FlashAttention-2's (Dao 2023); FlashAttention (Dao et al. 2022, Algorithm 1) loops
+over key/value blocks outermost and rescales each query block's normalised output at every step.
+
+That memory is the forward pass's without autograd (inference). Under autograd this Python
+loop keeps every probability tile for the backward pass, (T, S) numbers again;
+FlashAttention's backward instead recomputes the tiles from q, k, v and one or two numbers
+per query kept by the forward pass (FlashAttention-2 keeps the log-sum-exp of each row).
 
 The measurements of notebook 11 (memory against length, time against block size) live in
 ``experiments.efficient_attention``; the instruments (``peak_memory``, ``best_time``) in ``measure``.
@@ -82,9 +90,12 @@ def tiled_attention(
 ) -> torch.Tensor:
     """Exact attention block by block with an online softmax, never building the (T, S) weights.
 
-    ``causal`` lets query t see keys 0..t (top-left aligned, as ``F.scaled_dot_product_attention``'s
-    ``is_causal``); key blocks wholly in a query block's future are skipped. ``block_size`` is the
-    key block Bk, ``block_q`` the query block Bq (default: the same).
+    ``causal`` lets query t see keys 0..t: top-left aligned, as ``F.scaled_dot_product_attention``'s
+    ``is_causal``, right when query t and key t are the same position (T = S, one sequence).
+    A KV cache's T new queries are the last T of S positions and need the bottom-right
+    alignment instead (query i sees keys 0..S - T + i, ``MultiHeadAttention.forward_cached``).
+    Key blocks wholly in a query block's future are skipped. ``block_size`` is the key block
+    Bk, ``block_q`` the query block Bq (default: the same).
     Shapes: q (..., T, Dh), k (..., S, Dh), v (..., S, Dv) -> output (..., T, Dv).
     """
     _validate.qkv(q, k, v, "tiled_attention", same_batch=True)
@@ -126,7 +137,10 @@ def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
-    """PyTorch's fused ``F.scaled_dot_product_attention`` (a flash kernel on CPU and on CUDA).
+    """PyTorch's fused ``F.scaled_dot_product_attention``: a tiled kernel that never stores the weights.
+
+    On the CPU a flash kernel; on CUDA FlashAttention in half precision, the memory-efficient
+    kernel in float32 (PyTorch picks the backend).
 
     Shapes: q (..., T, Dh), k (..., S, Dh), v (..., S, Dv) -> output (..., T, Dv).
     """

@@ -144,3 +144,15 @@ def use_hangul_font() -> list[str]:
         families.append(HANGUL_FONT)
         matplotlib.rcParams["font.family"] = families
     return families
+
+
+def two_level_colorbar(image, ax, labels: tuple[str, str] = ("blocked", "allowed")):
+    """A colour bar for a map of 0s and 1s (a mask): two ticks, named by ``labels``.
+
+    ``image`` is what ``ax.imshow`` returned; returns the colour bar.
+    """
+    if len(labels) != 2:
+        raise ValueError(f"two_level_colorbar expects two labels (for 0 and 1), got {len(labels)}")
+    bar = ax.figure.colorbar(image, ax=ax, ticks=[0, 1], fraction=0.046, pad=0.04)
+    bar.ax.set_yticklabels(list(labels))
+    return bar

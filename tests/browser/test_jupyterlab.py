@@ -1,9 +1,10 @@
 """The course as a learner meets it: a real JupyterLab in a real (headless) Chromium.
 
 For each notebook below: open it in JupyterLab, run all cells, save, and assert that no cell
-failed, that the widgets rendered (sliders in the page), that moving a slider changes the
-figure, and that every progress bar finished. Screenshots go to bench/screenshots/ for a
-person to look at.
+failed, that the widgets rendered (sliders in the page), that moving a slider one step changes
+the figure, and that every progress bar finished. Screenshots go to bench/screenshots/ for a
+person to look at; the one after the slider move waits until the kernel is idle and the figures
+have stopped changing, so that it shows the figure of the slider's value.
 
 Run with `make test-browser` (also part of `make test`). It needs Debian's chromium at
 /usr/bin/chromium (no test tool may download a browser of its own) and Playwright's Python
@@ -132,6 +133,20 @@ def _run_all(page, timeout_s: float) -> dict:
     raise AssertionError(f"the notebook did not finish within {timeout_s} s: {state}")
 
 
+def _wait_until_drawn(page, before: list[str], deadline: float) -> None:
+    """Wait until a figure differs from ``before``, then until the kernel is idle and the figures
+    have stayed the same for two polls: the last redraw is in the page, not an earlier one."""
+    while time.time() < deadline and _images(page) == before:
+        time.sleep(0.5)
+    seen, calm = _images(page), 0
+    while time.time() < deadline and calm < 2:
+        time.sleep(1.0)
+        now = _images(page)
+        idle = page.evaluate(NOTEBOOK_STATE)["status"] == "idle"
+        calm = calm + 1 if idle and now == seen else 0
+        seen = now
+
+
 def _move_a_slider_changes_a_figure(page, name: str) -> None:
     sliders = page.locator(".jp-OutputArea .widget-slider .noUi-handle, "
                            ".jp-OutputArea .widget-hslider .noUi-handle").filter(visible=True)
@@ -140,14 +155,16 @@ def _move_a_slider_changes_a_figure(page, name: str) -> None:
     handle = sliders.first
     handle.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_before.png"))
+    value, top = (float(handle.get_attribute(a)) for a in ("aria-valuenow", "aria-valuemax"))
     handle.focus()
-    for _ in range(5):
-        page.keyboard.press("ArrowRight")
-        time.sleep(0.3)
-    deadline = time.time() + 60
-    while time.time() < deadline and _images(page) == before:
-        time.sleep(0.5)
+    # one step (back, from the top of the range): every step is a redraw in the kernel, and after
+    # several quick steps the page would show an earlier redraw than the slider's value
+    page.keyboard.press("ArrowLeft" if value >= top else "ArrowRight")
+    _wait_until_drawn(page, before, time.time() + 60)
+    moved = handle.get_attribute("aria-valuenow")
+    print(f"{name}: first slider moved from {value:g} to {float(moved):g}")
     page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_after.png"))
+    assert float(moved) != value, f"{name}: the first slider did not move"
     assert _images(page) != before, f"{name}: moving the first slider did not change any figure"
 
 

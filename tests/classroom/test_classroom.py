@@ -71,13 +71,13 @@ NOT_DONE = {("05_masks_and_multi_head", "answer-MultiHeadAttention-forward")}  #
 # The gradebook this must give, check by check (the points are the solution notebooks').
 EXPECTED = {
     (RIGHT, "00_warmup"): {"check-softmax": 1, "check-attention_weights": 1},
-    (RIGHT, "05_masks_and_multi_head"): {"check-causal_padding_mask": 1, "check-multi_head_attention": 2,
-                                         "check-influence_matrix": 1},
+    (RIGHT, "05_masks_and_multi_head"): {"check-masked_attention": 1, "check-causal_padding_mask": 1,
+                                         "check-multi_head_attention": 2, "check-influence_matrix": 1},
     (MIXED, "00_warmup"): {"check-softmax": 0, "check-attention_weights": 1},
-    (MIXED, "05_masks_and_multi_head"): {"check-causal_padding_mask": 0, "check-multi_head_attention": 0,
-                                         "check-influence_matrix": 1},
+    (MIXED, "05_masks_and_multi_head"): {"check-masked_attention": 1, "check-causal_padding_mask": 0,
+                                         "check-multi_head_attention": 0, "check-influence_matrix": 1},
 }
-MAX_SCORE = {"00_warmup": 2, "05_masks_and_multi_head": 4}
+MAX_SCORE = {"00_warmup": 2, "05_masks_and_multi_head": 5}
 NAMES = {RIGHT: ("Ada", "Right"), MIXED: ("Bo", "Mixed")}
 
 
@@ -339,8 +339,8 @@ def test_the_instructor_sees_the_submissions_in_the_formgrader(hub, cycle, brows
         _shot(page, "formgrader_submissions")
         rows = {r.split("\t")[1]: r for r in table.locator("tbody tr").all_inner_texts()}
         assert sorted(rows) == [RIGHT, MIXED], rows
-        assert "Right, Ada" in rows[RIGHT] and "4 / 4" in rows[RIGHT], rows
-        assert "Mixed, Bo" in rows[MIXED] and "1 / 4" in rows[MIXED], rows
+        assert "Right, Ada" in rows[RIGHT] and "5 / 5" in rows[RIGHT], rows
+        assert "Mixed, Bo" in rows[MIXED] and "2 / 5" in rows[MIXED], rows
         page.goto(f"{hub.url}/services/{COURSE}/formgrader/manage_assignments")
         page.locator("table").get_by_text("05_masks_and_multi_head").first.wait_for()
         time.sleep(1)

@@ -146,3 +146,17 @@ def test_the_kubernetes_values_agree_with_classroom_and_the_measurements():
     assert "/srv/repo/classroom/jupyter/grader:/srv/repo/classroom" in hook
     assert (CLASSROOM / "jupyter" / "grader").is_dir()
     assert values["hub"]["config"]["Authenticator"]["admin_users"] == ["instructor"]
+
+
+def test_the_guides_quote_the_measured_lecture_peak():
+    """The instructor's guide and the load report quote the largest lecture kernel of bench/results.md."""
+    peak_gb = max(kernel_peaks_mb("notebooks")) / 1000
+    for path in (ROOT / "docs" / "classroom.md", ROOT / "bench" / "classroom.md"):
+        pattern = r"peaks? at up to\s+([0-9.]+) GB|at its ([0-9.]+) GB peak|^\s*([0-9.]+) GB \(notebook"
+        quoted = re.findall(pattern, path.read_text(), flags=re.M)
+        numbers = [float(next(x for x in match if x)) for match in quoted]
+        assert numbers, f"{path.name} quotes no lecture peak"
+        for number in numbers:
+            assert abs(number - peak_gb) <= 0.1, (
+                f"{path.name} quotes a lecture kernel peak of {number} GB; bench/results.md measured "
+                f"{peak_gb:.2f} GB: update the guide and its sizing table")

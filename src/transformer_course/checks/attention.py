@@ -28,7 +28,7 @@ from ._core import (
     unpack,
 )
 
-__all__ = ["check_scaled_dot_product_attention", "check_predict_variance_exponent",
+__all__ = ["check_scaled_dot_product_attention", "check_masked_attention", "check_predict_variance_exponent",
            "check_measure_score_variance", "check_causal_padding_mask", "check_multi_head_attention",
            "check_influence_matrix"]
 
@@ -84,7 +84,11 @@ def _diagnose_scale(task: str, w: torch.Tensor, q: torch.Tensor, k: torch.Tensor
 
 
 def _diagnose_mask(task: str, w: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> None:
-    """Name the mask mistake behind weights ``w`` (float64) for float64 ``scores``."""
+    """Name the mask mistake behind weights ``w`` (float64) for float64 ``scores``.
+
+    A mask that allows every key can show only the first two mistakes (-inf in the weights, the
+    wrong sign); the others need a blocked key.
+    """
     if torch.isneginf(w).any():
         raise CheckFailed(f"{task}: the weights contain -inf: you filled the weights (after the "
                           "softmax) instead of the scores (before it). Fill the blocked scores with "
@@ -95,6 +99,8 @@ def _diagnose_mask(task: str, w: torch.Tensor, scores: torch.Tensor, mask: torch
                           "is True. In this course True means 'may attend' (as in "
                           "F.scaled_dot_product_attention): fill the scores where the mask is False "
                           "(scores.masked_fill(~mask, float('-inf'))).")
+    if full.all():
+        return
     unmasked = torch.softmax(scores, -1)
     times = torch.softmax(scores * full, -1)  # the scores multiplied by the 0/1 mask
     if not close(times, _softmax_weights(scores, mask)) and (
@@ -159,6 +165,15 @@ def _diagnose_far_masked(task: str, w: torch.Tensor, ref_w: torch.Tensor) -> Non
     """Weights of the far-apart masked case: which rows broke, and so which masking slip it was."""
     bad = [not close(w[t], ref_w[t], atol=1e-5, rtol=1e-4) for t in range(4)]
     sums = ", ".join(f"{v:.3g}" for v in w.nan_to_num(0.0).sum(-1).tolist())
+    lost = [t for t in range(4) if bad[t] and not torch.isfinite(w[t]).all()]
+    if lost:
+        raise CheckFailed(f"{task}: the weights of query {' and '.join(map(str, lost))} hold NaN (each "
+                          f"query's weights sum to {sums}, NaN read as 0): the allowed scores lie far below "
+                          "the largest score you subtracted (query 0: allowed near -300; query 1: near "
+                          "-200), so exp underflows to 0 on every allowed key and the softmax divides 0 by "
+                          "0. Subtract each query's own largest allowed score: fill the blocked scores with "
+                          "-inf first, then scores.amax(-1, keepdim=True) (or use torch.softmax), not one "
+                          "maximum for the whole tensor.")
     if bad[0] and bad[2] and not bad[1]:
         raise CheckFailed(f"{task}: you applied the mask after the softmax and renormalised the allowed "
                           "weights. That fails when the blocked keys' scores are far above the allowed "
@@ -191,7 +206,11 @@ def _check_attention_case(
     task: str, fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     mask: torch.Tensor | None, far_below: bool = False, far_masked: bool = False,
 ) -> tuple:
-    """Check the values on one input; return what ``_check_attention_gradients`` needs for it."""
+    """Check the values on one input; return what ``_check_attention_gradients`` needs for it.
+
+    Without a mask, or with one that allows every key, the weights are those of plain attention:
+    the slips of the scale, the axis and the sums are named then.
+    """
     args = (q.clone(), k.clone(), v.clone()) + (() if mask is None else (mask.clone(),))
     out, w = unpack(task, call(task, fn, *args, forbid=_NO_ATTENTION), ("output", "weights"))
     scores = q.double() @ k.double().transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, S)
@@ -214,13 +233,14 @@ def _check_attention_case(
     w64 = w.detach().double()
     if far_below:
         _diagnose_far_below(task, w64)
+    everything = mask is None or bool(mask.all())  # every key allowed: plain attention's weights
     if mask is not None:
         _diagnose_mask(task, w64.nan_to_num(0.0, posinf=0.0, neginf=float("-inf")), scores, mask)
     if far_masked:
         _diagnose_far_masked(task, w64, ref_w)
     if not torch.isfinite(w64).all():
         compare(task, w, ref_w, what=what, dtype=q.dtype)  # reports the NaN or infinity
-    if mask is None and not far_below:
+    if everything and not far_below:
         rows, cols = w64.sum(-1), w64.sum(-2)
         if (not torch.allclose(rows, torch.ones_like(rows), atol=1e-4)
                 and torch.allclose(cols, torch.ones_like(cols), atol=1e-4)):
@@ -231,7 +251,7 @@ def _check_attention_case(
         _diagnose_scale(task, w64, q, k)
     if w.dtype != q.dtype:
         compare(task, w, ref_w, what=what, dtype=q.dtype)  # reports the dtype
-    if mask is None:
+    if everything:
         check_distribution(task, w64, ref_w, what=what)
     else:
         compare(task, w, ref_w, what=what, dtype=q.dtype)
@@ -336,7 +356,7 @@ def _check_empty_row(task: str, fn: Callable, q: torch.Tensor, k: torch.Tensor, 
 
 
 def check_scaled_dot_product_attention(fn: Callable) -> bool:
-    """Check ``fn(q, k, v, mask=None) -> (output, weights)`` without and with masks (True = allowed)."""
+    """Check ``fn(q, k, v) -> (output, weights)``: attention without a mask (exercise 04)."""
     task = "scaled_dot_product_attention"
 
     def body() -> str:
@@ -348,6 +368,26 @@ def check_scaled_dot_product_attention(fn: Callable) -> bool:
             q, k = torch.randn(*batch, T, d, generator=g), torch.randn(*batch, S, d, generator=g)
             graded.append(_check_attention_case(task, fn, q, k, torch.randn(*batch, S, 5, generator=g), None))
         graded.append(_check_attention_case(task, fn, *_far_below_case(g), None, far_below=True))
+        q64, k64, v64 = (torch.randn(3, 4, 5, generator=g, dtype=torch.float64) for _ in range(3))
+        graded.append(_check_attention_case(task, fn, q64, k64, v64, None))
+        for qkv, mask, where in graded:
+            _check_attention_gradients(task, fn, qkv, mask, where)
+        return (f"{len(plain) + 2} inputs (a single query, a batch of one, one query's scores far below "
+                "the others', float64); the output's gradients with respect to q, k and v")
+
+    return run_check(task, body)
+
+
+def check_masked_attention(fn: Callable) -> bool:
+    """Check ``fn(q, k, v, mask) -> (output, weights)`` with boolean masks, True = allowed (exercise 05)."""
+    task = "masked_attention"
+
+    def body() -> str:
+        g = torch.Generator().manual_seed(505)
+        graded = []  # the gradients are compared once every value is right: a value mistake is named first
+        # a mask that allows every key first: plain attention's slips (the scale, the axis) are named there
+        q, k, v = (torch.randn(2, L, 8, generator=g) for L in (5, 6, 6))
+        graded.append(_check_attention_case(task, fn, q, k, v, torch.ones(5, 6, dtype=torch.bool)))
         q, k, v = (torch.randn(2, 3, 6, 8, generator=g) for _ in range(3))
         random = torch.rand(2, 3, 6, 6, generator=g) > 0.5
         random[..., 0] = True  # every query keeps a key
@@ -364,10 +404,9 @@ def check_scaled_dot_product_attention(fn: Callable) -> bool:
         graded.append(_check_empty_row(task, fn, q, k, v, empty, row=2))
         for qkv, mask, where in graded:
             _check_attention_gradients(task, fn, qkv, mask, where)
-        return (f"{len(plain) + 1} unmasked inputs (one query's scores far below the others'), "
-                "random, padding, causal and combined masks, float64, a query whose allowed scores lie "
-                "far below its blocked ones, and a query with no key to see; the output's gradients with "
-                "respect to q, k and v")
+        return ("a mask that allows every key; random, padding (B, 1, 1, S), causal (T, T) and combined "
+                "masks, float64, a query whose allowed scores lie far below its blocked ones, and a query "
+                "with no key to see; the output's gradients with respect to q, k and v")
 
     return run_check(task, body)
 

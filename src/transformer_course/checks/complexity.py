@@ -26,7 +26,11 @@ __all__ = ["check_predict_memory_growth", "check_memory_growth"]
 
 GIB = 2**30  # bytes in a GiB
 FAR = 32768  # the length the measurement task extrapolates to
-PREDICTION_TOLERANCE = 0.10  # a predicted factor is right within 10% of the measured one
+PREDICTION_TOLERANCE = 0.10  # the large-n factor is right within 10% of the measured one
+# The small-n factor: the lesson is "about 2 (the (n, d_model) tensors dominate), not 4". How many
+# tensors of each kind are alive at the peak is not taught, so any careful count in this range is
+# right (four (n, d_model) tensors beside the scores and weights give 2.4; the check measures 2.15).
+SMALL_RANGE = (1.8, 2.7)
 EXPONENT_TOLERANCE = 0.1  # a fitted exponent is right within 0.1 of the check's fit of the regime
 CONCLUSION_TOLERANCE = 0.05  # the GiB at n = FAR: within 5% of the learner's own extrapolation
 REGIME = 4  # the check's large-n regime: n >= REGIME * d_model, where the (n, n) weights dominate
@@ -109,6 +113,10 @@ def _near(got: float, value: float) -> bool:
     return abs(got - value) <= PREDICTION_TOLERANCE * abs(value)
 
 
+def _small_right(got: float) -> bool:
+    return SMALL_RANGE[0] <= got <= SMALL_RANGE[1]
+
+
 def check_predict_memory_growth(fn: Callable[[], tuple]) -> CheckResult:
     """Check ``fn() -> (small, large)``: the factors by which attention's peak memory grows when n doubles."""
     task = "predict_memory_growth"
@@ -121,13 +129,14 @@ def check_predict_memory_growth(fn: Callable[[], tuple]) -> CheckResult:
         small, large = (as_float(task, value, f"the factor `{name}`")
                         for value, name in zip(got, ("small", "large"), strict=True))
         m_small, m_large = _measured_factors()
-        if _near(small, m_small) and _near(large, m_large):
-            return (f"n 8 -> 16: measured x{m_small:.2f}; n 1024 -> 2048: measured x{m_large:.2f} "
-                    f"(each prediction within {PREDICTION_TOLERANCE:.0%})")
+        if _small_right(small) and _near(large, m_large):
+            return (f"n 8 -> 16: measured x{m_small:.2f} (any prediction from x{SMALL_RANGE[0]:g} to "
+                    f"x{SMALL_RANGE[1]:g} is right: about 2, not 4); n 1024 -> 2048: measured x{m_large:.2f} "
+                    f"(right within {PREDICTION_TOLERANCE:.0%})")
         if math.isclose(small, 1.0, abs_tol=0.15) and math.isclose(large, 2.0, abs_tol=0.15):
             raise CheckFailed(f"{task}: you answered with exponents (1 and 2); the question asks for "
                               "factors: doubling n multiplies n^p by 2^p.")
-        if not _near(small, m_small):
+        if not _small_right(small):
             why = {4: "the (n, n) weights are still tiny at n = 8 (n is far below d_model = 64): the "
                       "(n, d_model) activations of the projections dominate, and they grow like n.",
                    8: "x8 would be n^3; and at n = 8 the (n, n) weights are still tiny: the (n, d_model) "
@@ -135,7 +144,7 @@ def check_predict_memory_growth(fn: Callable[[], tuple]) -> CheckResult:
             hint = next((text for value, text in why.items() if _near(small, value)),
                         "which tensors take most of the memory at n = 8, with d_model = 64?")
             raise CheckFailed(f"{task}: from n = 8 to 16 you predicted x{small:g}; the check measured "
-                              f"x{m_small:.2f}: {hint}")
+                              f"x{m_small:.2f} (right: x{SMALL_RANGE[0]:g} to x{SMALL_RANGE[1]:g}): {hint}")
         why = {2: "at n = 1024 the (n, n) scores and weights of the 4 heads dwarf the (n, d_model) "
                   "activations, and they grow like n^2.",
                8: "x8 would be n^3: one weight per (query, key) pair is n^2, so x4 when n doubles."}

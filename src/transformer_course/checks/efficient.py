@@ -42,6 +42,11 @@ _NOT_FINITE = {
               "keeps its finite m, l and acc. Subtract the new running maximum m_new = "
               "torch.maximum(m, scores.amax(-1)), finite here, not the block's maximum alone (-inf "
               "for that row): exp(-inf - (-inf)) is NaN.",
+    "empty": "this query's whole row of the block is masked (-inf) before it has seen any key: m is "
+             "still -inf, so m_new is -inf too, and exp(-inf - (-inf)) is NaN. Guard it: where m_new is "
+             "-inf, subtract 0 instead, m_safe = torch.where(torch.isinf(m_new), 0.0, m_new), and "
+             "compute p = exp(scores - m_safe[..., None]) and alpha = exp(m - m_safe); both are then 0, "
+             "and the state stays m = -inf, l = 0, acc = 0.",
     "large": "exp of a large score overflows. Subtract the new running maximum before exp: "
              "p = exp(scores - m_new[..., None]).",
 }
@@ -49,7 +54,7 @@ _NOT_FINITE = {
 
 def _step_cases(g: torch.Generator) -> list[tuple[str, str, tuple[torch.Tensor, ...]]]:
     """(kind, description, (m, l, acc, scores, v)): a first block, later blocks (one in float32),
-    a block with masked scores, large logits."""
+    a block with masked scores, a first block that masks whole rows, large logits."""
     f64 = {"dtype": torch.float64}
     cases = []
     for shape, (T, Bk, Dv) in (((), (4, 3, 2)), ((2, 3), (5, 4, 3)), ((1,), (6, 7, 4)), ((2,), (3, 5, 2))):
@@ -79,6 +84,15 @@ def _step_cases(g: torch.Generator) -> list[tuple[str, str, tuple[torch.Tensor, 
     later = (big.amax(-1) - 3, torch.ones(3, **f64), torch.randn(3, 2, generator=g, **f64),
              big, torch.randn(5, 2, generator=g, **f64))
     cases.append(("large", "large logits near 800", later))
+    # a first block that masks whole rows (a padding mask, or blocks met in another order): the
+    # state of those queries must stay m = -inf, l = 0, acc = 0, without NaN
+    T, Bk, Dv = 4, 3, 2
+    empty = torch.randn(T, Bk, generator=g, **f64)
+    empty[1], empty[2], empty[3, :2] = -math.inf, -math.inf, -math.inf  # rows 1 and 2 wholly masked
+    state = (torch.full((T,), -math.inf, **f64), torch.zeros(T, **f64), torch.zeros(T, Dv, **f64),
+             empty, torch.randn(Bk, Dv, generator=g, **f64))
+    cases.append(("empty", "a first block (m = -inf, l = 0, acc = 0) that masks the whole row of two "
+                  "queries", state))
     return cases
 
 
@@ -119,6 +133,13 @@ def _diagnose_step(task: str, kind: str, where: str, got: tuple, state: tuple[to
         if close(m_got, m):
             raise CheckFailed(f"{task}: {where}: the running maximum was not updated: "
                               "m_new = torch.maximum(m, scores.amax(-1)).")
+    if isinstance(m_got, torch.Tensor) and m_got.shape == m_ref.shape and torch.isneginf(m_ref).any():
+        unseen = torch.isneginf(m_ref)  # queries that have seen no key yet: m stays -inf
+        if not torch.isneginf(m_got.detach()[unseen]).all():
+            raise CheckFailed(f"{task}: {where}: a query whose scores so far are all masked has seen no "
+                              "key yet: its running maximum must stay -inf, m_new = torch.maximum(m, "
+                              "scores.amax(-1)).")
+        m_got, m_ref = m_got.masked_fill(unseen, 0.0), m_ref.masked_fill(unseen, 0.0)
     compare(task, m_got, m_ref, **tol, what=f"the new running maximum m, {where},", dtype=dtype)
 
     def named_formula() -> None:
@@ -134,7 +155,7 @@ def _diagnose_step(task: str, kind: str, where: str, got: tuple, state: tuple[to
                                   f"{_NOT_FINITE.get(kind, _NOT_FINITE['large'])}")
 
     # with masked scores NaN is the mistake itself; elsewhere a wrong formula names it better
-    for diagnose in (finite, named_formula) if kind == "masked" else (named_formula, finite):
+    for diagnose in (finite, named_formula) if kind in ("masked", "empty") else (named_formula, finite):
         diagnose()
     p = torch.exp(scores - m_ref[..., None])  # (..., T, Bk)
     alpha = torch.exp(m - m_ref)  # (..., T)
@@ -171,8 +192,8 @@ def check_online_softmax_step(fn: Callable) -> bool:
         for kind, where, state in cases:
             got = unpack(task, call(task, fn, *state), ("m", "l", "acc"))
             _diagnose_step(task, kind, f"for {where}", got, state)
-        return (f"{len(cases)} states, including a first block, a float32 one, masked scores and "
-                "logits near 800")
+        return (f"{len(cases)} states, including a first block, a float32 one, masked scores, a "
+                "first block that masks whole rows and logits near 800")
 
     return run_check(task, body)
 
@@ -326,6 +347,8 @@ def _tiled_variant(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size
     l, acc = q.new_zeros(q.shape[:-1]), q.new_zeros(*q.shape[:-1], v.shape[-1])
     stop = S - S % block_size if mistake == "partial block dropped" else S
     shift = {"diagonal masked": 0, "one key ahead": 2}.get(mistake, 1)
+    if mistake == "bottom-right":  # query t at position S - T + t, as a KV cache's new queries
+        shift += S - T
     for ks in range(0, stop, block_size):
         scores = (q @ k[..., ks:ks + block_size, :].transpose(-2, -1)) * scale  # (..., T, Bk)
         if causal and mistake != "causal ignored":
@@ -353,6 +376,10 @@ _LOOP_MISTAKES = {
                        "column (in the whole sequence) is j > t, not j >= t.",
     "one key ahead": "the causal mask is off by one: query t also sees key t + 1. Block the keys "
                      "whose position j = s + column (in the whole sequence) is j > t.",
+    "bottom-right": "the causal mask is aligned at the bottom right, as exercise 10's KV cache, where "
+                    "the T new queries are the last T of S positions. Here query t sits at position t "
+                    "and key s + j at position s + j, aligned at the top left as PyTorch's is_causal: "
+                    "block the keys with s + j > t, with no offset S - T.",
     "block positions": "the causal mask counts key positions from the start of each block: the key "
                        "at column j of the block starting at s is key s + j; compare s + j with the "
                        "query's position t.",

@@ -1,15 +1,16 @@
 """Notebooks 02 (the seq2seq bottleneck) and 03 (attention for seq2seq): accuracy against length.
 
 Notebook 02 (``ChannelExperiment``, ``CHANNEL``): a GRU encoder-decoder whose only link is a
-linear layer of ``width`` floats (``BottleneckSeq2Seq``), trained until short strings come
-back at least 99% exact (``run_channel``), then measured: exact match and per-position
+linear layer of ``width`` floats (``BottleneckSeq2Seq``), trained for a fixed number of steps
+(``run_channel``; the budget was chosen so that, at width 128, strings of 3-4 symbols come back
+at least 99% exact, which the notebook asserts), then measured: exact match and per-position
 accuracy against length (``score_by_length``, ``position_accuracy``), a linear probe that reads
 each source symbol from the ``width`` floats (``fit_probe``, ``probe_accuracy``), and a sweep
 over ``width`` with everything else fixed. Its widget's figure is ``plot_channel``.
 
-Notebook 03 (``LengthExperiment``, ``BOTTLENECK``): ``run_length_experiment`` trains a
-``seq2seq.Seq2Seq`` with or without attention on one preset and scores it by source-length
-bucket, greedily decoded.
+Notebook 03 and exercise 02 (``LengthExperiment``, ``BOTTLENECK``): ``run_length_experiment``
+trains a ``seq2seq.Seq2Seq`` with or without attention on one preset and scores it by
+source-length bucket, greedily decoded.
 
 Shapes: B batch, S source length, T target length, H hidden size, V vocabulary,
 W the bottleneck's width, N strings, L lengths, P positions.
@@ -52,8 +53,9 @@ __all__ = ["LengthExperiment", "BOTTLENECK", "LengthRun", "experiment_data", "ru
 class LengthExperiment:
     """One task, one data set and one training budget, evaluated by source-length bucket.
 
-    Notebook 02 trains a seq2seq model without attention on it; notebook 03 trains the
-    attention models on exactly the same preset, so the curves compare like with like.
+    Notebook 03 trains the models with and without attention on the same preset
+    (``BOTTLENECK``), so the curves compare like with like; exercise 02 trains a small model on
+    a shrunk copy of it. (Notebook 02 uses ``ChannelExperiment`` instead.)
     """
 
     task: str = "copy"  # copy / reverse / sort (data.TASKS)
@@ -64,15 +66,15 @@ class LengthExperiment:
     buckets: tuple[tuple[int, int], ...] = ((3, 5), (6, 8), (9, 11), (12, 14), (15, 17),
                                             (18, 20), (21, 24))  # source-length buckets
     d_model: int = 32  # embedding size
-    hidden_size: int = 128  # GRU state size (the sweep of notebook 02 varies it)
-    steps: int = 300  # Adam steps: the training budget (about 5 s of CPU at hidden 128)
+    hidden_size: int = 128  # GRU state size
+    steps: int = 300  # Adam steps: the training budget
     batch_size: int = 64  # pairs per step, grouped by similar source length
     lr: float = 1e-2  # Adam learning rate
     clip: float = 1.0  # gradient-norm clipping
     seed: int = 0  # one seed for the model's initialisation, the data and the batch order
 
 
-# The bottleneck experiment of notebooks 02 and 03: copy sequences of 3 to 24 symbols.
+# Notebook 03's copy experiment, with and without attention: copy sequences of 3 to 24 symbols.
 BOTTLENECK = LengthExperiment()
 
 
@@ -98,8 +100,8 @@ def run_length_experiment(exp: LengthExperiment, attention: nn.Module | None = N
                           desc: str | None = None) -> LengthRun:
     """Train a seq2seq model on ``exp`` and score it by source-length bucket, greedily decoded.
 
-    ``hidden_size`` overrides the preset's (the sweep); ``attention`` is passed to the decoder
-    and must match the hidden size.
+    ``hidden_size`` overrides the preset's; ``attention`` is passed to the decoder and must
+    match the hidden size.
     """
     train_pairs, test_pairs, src_vocab, tgt_vocab = experiment_data(exp)
     hidden = exp.hidden_size if hidden_size is None else hidden_size
@@ -128,15 +130,16 @@ def bucket_centers(scores: Sequence[BucketScore]) -> list[float]:
 class ChannelExperiment:
     """Notebook 02's experiment: copy strings through a channel of ``width`` floats.
 
-    Everything but ``width`` stays fixed across notebook 02's sweep. The budget is chosen so
-    that short strings (lengths ``min_len`` to ``short_max``) come back at least 99% exact
-    at the widest width: the model has learned to copy before we ask what length costs.
+    Everything but ``width`` stays fixed across notebook 02's sweep. The budget (``steps``) is
+    fixed in advance, chosen so that short strings (lengths ``min_len`` to ``short_max``) come
+    back at least 99% exact at the widest width: the model has learned to copy before we ask
+    what length costs. Narrower widths train for the same budget.
     """
 
     task: str = "copy"  # copy / reverse / sort (data.TASKS)
     min_len: int = 3  # shortest source string
     max_len: int = 12  # longest source string
-    short_max: int = 4  # "short": lengths min_len..short_max, which must come back >= 99% exact
+    short_max: int = 4  # "short": lengths min_len..short_max (>= 99% exact at width 128, notebook 02)
     n_train: int = 24_000  # training pairs, lengths spread evenly over [min_len, max_len]
     n_test: int = 100  # held-out test strings per length (another seed)
     d_model: int = 32  # embedding size
@@ -403,7 +406,8 @@ def plot_channel(runs: dict[int, ChannelRun], width: int, length: int, *, n_fit:
     Left, computed now on fresh strings of that length (nothing is retrained): how often the
     decoder gets each position right on ``n_test`` strings, and how often a linear probe, fitted
     now on ``n_fit`` other strings, reads the symbol there from the channel. Right, from the runs
-    as trained: exact match against length for every width, the chosen one bold.
+    as trained: exact match against length for every width, the chosen one bold (a legend names
+    each width).
     """
     from matplotlib.figure import Figure
 
@@ -430,8 +434,9 @@ def plot_channel(runs: dict[int, ChannelRun], width: int, length: int, *, n_fit:
         scores = runs[w].scores
         style = dict(lw=2.5, marker="o", color="C0", zorder=3) if w == width else dict(lw=1, color="0.7")
         right.plot([s.lo for s in scores], [s.exact for s in scores], label=f"width {w}", **style)
-    right.axvline(length, color="C3", ls="--", lw=1)
+    right.axvline(length, color="C3", ls="--", lw=1, label=f"length {length}")
     right.set(xlabel="source length", ylabel="exact match (held-out)", ylim=(-0.03, 1.03),
-              title=f"as trained: width {width} bold, the others grey")
+              title=f"as trained: every width, width {width} bold")
+    right.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig

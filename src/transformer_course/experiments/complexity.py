@@ -19,7 +19,8 @@ tanh recurrence with its loop in C++), joins ``"gru"`` and ``"attention"`` in
   layers (:func:`stack_steps`) and whole encoder-decoders (:func:`encoder_decoder_steps`);
 - the maximum path length, as how far a gradient reaches (:func:`gradient_reach`,
   :func:`path_length`) for a recurrence, a causal convolution and attention stacked L times;
-- the bytes of the ``(B, H, n, n)`` attention weights and the peak memory of a forward pass.
+- the bytes of the ``(B, H, n, n)`` attention weights, the peak memory of a forward pass
+  (no autograd) and what a forward pass with autograd keeps for the backward pass.
 
 The instruments come from ``measure``: ``OperatorTrace``, ``peak_memory``, ``cpu_threads``, ``sync``;
 exponents are fitted on log-log axes with ``measure.fit_exponent``; the work-depth model of time
@@ -41,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .. import _validate
 from ..attention import MultiHeadAttention
-from ..measure import OperatorTrace, cpu_threads, peak_memory, sync
+from ..measure import AllocationTracker, OperatorTrace, cpu_threads, peak_memory, sync
 from ..rnn import RNN, RNNCell
 
 if TYPE_CHECKING:  # at run time timing_figure imports it: the exercise checks import this module
@@ -49,10 +50,11 @@ if TYPE_CHECKING:  # at run time timing_figure imports it: the exercise checks i
 
 __all__ = [
     "LAYER_KINDS", "PARALLEL_KINDS", "REACH_KINDS", "make_layer", "layer_forward", "trace_layer",
-    "sequential_steps", "expected_steps", "stack_steps", "expected_stack_steps", "encoder_decoder_steps",
-    "count_flops", "expected_flops", "forward_backward_pass", "time_against_length",
-    "attention_weight_bytes", "measured_weight_bytes", "peak_forward_memory", "gradient_reach",
-    "influence_map", "path_length", "expected_path_length", "timing_report", "timing_figure",
+    "operator_counts", "sequential_steps", "expected_steps", "stack_steps", "expected_stack_steps",
+    "encoder_decoder_steps", "count_flops", "expected_flops", "forward_backward_pass", "time_against_length",
+    "attention_weight_bytes", "measured_weight_bytes", "peak_forward_memory", "kept_for_backward",
+    "gradient_reach", "influence_map", "path_length", "expected_path_length", "timing_report",
+    "timing_figure",
 ]
 
 LAYER_KINDS = ("rnn_loop", "gru", "attention")  # the notebook's three
@@ -146,6 +148,19 @@ def trace_layer(kind: str, n: int, d_model: int = 32, batch: int = 1, n_heads: i
     trace = _trace([make_layer(kind, d_model, n_heads)], kind, x, backward)
     return {"operators": trace.operators, "critical_path": trace.critical_path,
             "sequential_steps": trace.step_depth}
+
+
+def operator_counts(kind: str, n: int, d_model: int = 32, batch: int = 1, n_heads: int = 4,
+                    backward: bool = False) -> dict[str, int]:
+    """How often each ATen operator runs in one layer's pass: {"mm": 8, "clone": 3, ...}.
+
+    The same trace as ``trace_layer``, by operator name (a view such as ``view`` counts as a call).
+    """
+    kind = _validate.one_of(kind, _KINDS, "kind", "operator_counts")
+    n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "operator_counts")
+    layer = make_layer(kind, d_model, n_heads)
+    x = _input(n, d_model, _validate.positive_int(batch, "batch", "operator_counts"), requires_grad=backward)
+    return dict(_trace([layer], kind, x, backward).counts)
 
 
 def sequential_steps(kind: str, n: int, d_model: int = 32) -> int:
@@ -318,9 +333,12 @@ def time_against_length(
 ) -> dict[str, list[float]]:
     """Seconds per forward (+ backward) pass of each layer at each length: the best of ``repeats``.
 
-    Every (kind, n) is run once to warm up, then the repeats go round all of them in turn, so
-    that a burst of load from another process hits every measurement alike; the minimum is
-    the least disturbed run. On the CPU ``threads`` sets the number of threads while timing
+    The repeats go round all the (kind, n) in turn, so that a burst of load from another
+    process hits every measurement alike; the minimum is the least disturbed run. Each timed
+    run directly follows an untimed run of the same layer at the same n: it measures a layer
+    run again and again at one size, as in training, not the cost of coming back to it after
+    another layer (cold caches, memory the allocator must fetch afresh), which at the shortest
+    n can double the time. On the CPU ``threads`` sets the number of threads while timing
     (default 1: with other programs on the same cores, multi-threaded kernels stall waiting
     for each other and the numbers become a lottery); ``None`` keeps PyTorch's setting.
     Returns {kind: [seconds for each n]}.
@@ -334,10 +352,9 @@ def time_against_length(
         runs = {(kind, n): forward_backward_pass(kind, n, d_model, batch, n_heads, backward, device)
                 for kind in kinds for n in lengths}
         best = dict.fromkeys(runs, math.inf)
-        for run in runs.values():
-            run()  # warm-up: the first call pays for allocation
         for _ in range(repeats):
             for key, run in runs.items():
+                run()  # untimed: the timed run below follows a run of the same layer and n
                 sync(device)
                 start = clock()
                 run()
@@ -416,6 +433,24 @@ def peak_forward_memory(kind: str, n: int, d_model: int = 64, batch: int = 1, n_
     layer = make_layer(kind, d_model, n_heads).to(device)
     x = _input(n, d_model, _validate.positive_int(batch, "batch", "peak_forward_memory"), device=device)
     return peak_memory(lambda: layer_forward(layer, x), device)
+
+
+def kept_for_backward(kind: str, n: int, d_model: int = 64, batch: int = 1, n_heads: int = 4) -> int:
+    """Bytes a forward pass with autograd on leaves alive for the backward pass, beyond its output.
+
+    The training case that ``peak_forward_memory`` leaves out: counted on the CPU by
+    ``measure.AllocationTracker``, every tensor the pass made that the autograd graph still
+    holds once the pass has returned (the output itself is not counted).
+    """
+    kind = _validate.one_of(kind, _KINDS, "kind", "kept_for_backward")
+    n, d_model, n_heads = _check_sizes(n, d_model, n_heads, "kept_for_backward")
+    layer = make_layer(kind, d_model, n_heads)  # its weights require gradients: autograd records the pass
+    x = _input(n, d_model, _validate.positive_int(batch, "batch", "kept_for_backward"))
+    with torch.enable_grad(), AllocationTracker() as tracker:
+        out = layer_forward(layer, x)  # (B, n, D)
+    kept = tracker.live - out.untyped_storage().nbytes()
+    del out  # frees the graph, and what it kept
+    return kept
 
 
 # ----------------------------------------------------------------------------- path length

@@ -5,7 +5,9 @@ Shapes: B batch, n sequence length (T = S, self-attention), H heads (1 here), Dh
 Three ways to compute the same attention, from ``efficient``: ``"naive"`` (the course's
 ``scaled_dot_product_attention``, which builds the (n, n) weights), ``"tiled"`` (``tiled_attention``,
 an online softmax over blocks) and ``"fused"`` (PyTorch's ``F.scaled_dot_product_attention``).
-Memory and time are measured with ``measure.peak_memory`` and ``measure.best_time``.
+Memory and time are measured with ``measure.peak_memory`` (no autograd: inference) and
+``measure.best_time``; ``memory_with_autograd`` measures what each method keeps for its
+backward pass when the inputs require gradients.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from matplotlib.figure import Figure
 
 from .. import _validate
 from ..efficient import fused_attention, naive_attention, tiled_attention
-from ..measure import best_time, peak_memory
+from ..measure import AllocationTracker, best_time, peak_memory
 
-__all__ = ["ATTENTION_METHODS", "memory_against_length", "time_against_block_size", "block_size_report",
-           "block_size_figure"]
+__all__ = ["ATTENTION_METHODS", "memory_against_length", "memory_with_autograd", "time_against_block_size",
+           "tiles_computed", "block_size_report", "block_size_figure"]
 
 ATTENTION_METHODS: dict[str, Callable[..., torch.Tensor]] = {
     "naive": naive_attention, "tiled": tiled_attention, "fused": fused_attention,
@@ -60,6 +62,58 @@ def memory_against_length(
     return result
 
 
+def _autograd_bytes(run: Callable[[], torch.Tensor], device: torch.device) -> tuple[int, int]:
+    """Bytes alive after ``run()`` (its output and what autograd saved) and the peak through backward."""
+    if device.type == "cuda":
+        run().sum().backward()  # warm-up: one-time allocations (cuBLAS workspace, kernels)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        out = run()
+        torch.cuda.synchronize(device)
+        kept = torch.cuda.memory_allocated(device) - before
+        out.sum().backward()
+        torch.cuda.synchronize(device)
+        del out
+        return kept, torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu":
+        raise ValueError(f"memory_with_autograd measures on 'cpu' or 'cuda', got device {device}")
+    with AllocationTracker() as tracker:
+        out = run()
+        kept = tracker.live
+        out.sum().backward()
+        del out
+    return kept, tracker.peak
+
+
+def memory_with_autograd(
+    lengths: Sequence[int], block_size: int = 128, d_head: int = 64, causal: bool = False,
+    device: torch.device | str = "cpu", methods: Sequence[str] = ("naive", "tiled", "fused"),
+) -> dict[str, dict[str, list[int]]]:
+    """Bytes of each method when q, k, v require gradients, as in training, at each n = T = S.
+
+    "kept": alive after the forward pass, the output and what autograd saved for the backward
+    pass; "peak": the peak over the forward and the backward pass (the gradients included).
+    Shapes: inputs (1, 1, n, d_head) float32 -> {method: {"kept": [bytes per n], "peak": [...]}}.
+    """
+    who = "memory_with_autograd"
+    for n in lengths:
+        _validate.positive_int(n, "each length", who)
+    for name in methods:
+        _validate.one_of(name, tuple(ATTENTION_METHODS), "each method", who)
+    _validate.positive_int(block_size, "block_size", who)
+    device = torch.device(device)
+    result: dict[str, dict[str, list[int]]] = {name: {"kept": [], "peak": []} for name in methods}
+    for n in lengths:
+        for name in methods:
+            q, k, v = (x.requires_grad_() for x in _random_qkv(n, d_head, 1, device, seed=n))
+            kwargs = {"block_size": block_size} if name == "tiled" else {}
+            kept, peak = _autograd_bytes(partial(ATTENTION_METHODS[name], q, k, v, causal, **kwargs), device)
+            result[name]["kept"].append(int(kept))
+            result[name]["peak"].append(int(peak))
+    return result
+
+
 def time_against_block_size(
     n: int, block_sizes: Sequence[int], d_head: int = 64, batch: int = 1, causal: bool = False,
     repeats: int = 3, device: torch.device | str = "cpu",
@@ -81,6 +135,17 @@ def time_against_block_size(
 
 
 # ----------------------------------------------------------------------------- the widget's logic
+
+def tiles_computed(n: int, block_size: int, causal: bool = False) -> int:
+    """The (Bq, Bk) score tiles ``tiled_attention`` computes for n queries and n keys.
+
+    Without a mask every pair of blocks, (n / b)^2 rounded up; with the causal mask only the
+    blocks on or below the diagonal, the others being wholly in the future.
+    """
+    blocks = -(-_validate.positive_int(n, "n", "tiles_computed") // _validate.positive_int(
+        block_size, "block_size", "tiles_computed"))
+    return blocks * (blocks + 1) // 2 if causal else blocks ** 2
+
 
 def block_size_report(
     block_size: int, n: int = 1024, d_head: int = 64, causal: bool = False, repeats: int = 1,
@@ -122,7 +187,8 @@ def block_size_figure(block_size: int = 128, causal: bool = False, n: int = 1024
     ax1.bar(names, ms, color=colors)
     ax1.set(ylabel="time (ms)", yscale="log", ylim=(0.1, 1000),
             title=f"time: tiled {ms[1]:.1f} ms, fused {ms[2]:.1f} ms")
-    fig.suptitle(f"n = {n}, block {block_size}, causal={causal}: {(-(-n // block_size)) ** 2} tiles; "
+    tiles = tiles_computed(n, block_size, causal)
+    fig.suptitle(f"n = {n}, block {block_size}, causal={causal}: {tiles} tiles; "
                  f"tiled vs fused output: {report['check']['max_abs_diff']:.1e}", fontsize=10)
     fig.tight_layout()
     return fig

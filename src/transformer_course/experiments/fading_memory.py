@@ -144,7 +144,7 @@ def gradient_figure(weight_scale: float = 1.0, seq_len: int = 50, gate_bias: flo
                 label=f"{weight_scale:g}^d, the slope of the plain RNN's bound")
     lo, hi = min(c.min() for c in curves), max(c.max() for c in curves)
     ax.set_ylim(lo / 10, hi * 10)  # the curves decide the range, not the bound
-    ax.set_xlabel("distance d = T - 1 - t (steps between x_t and h_T)")
+    ax.set_xlabel("distance d (steps between reading x_t and h_T)")
     ax.set_ylabel("||d h_T / d x_t||")
     ax.set_title(f"recurrent weight scale {weight_scale:g}, gate bias {gate_bias:g}, T = {seq_len}")
     ax.legend(fontsize=8, loc="best")

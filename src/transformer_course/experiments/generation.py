@@ -1,7 +1,9 @@
-"""Notebook 10: the KV cache's speed-up measured, and the logic of the sampling widget.
+"""Notebook 10: count baselines, the KV cache's speed-up measured, the logic of the sampling widget.
 
-Shapes: B batch, T0 prompt length, V vocabulary (characters).
+Shapes: B batch, T0 prompt length, V vocabulary (characters), N and M text lengths.
 
+- ``ngram_loss``: the held-out cross-entropy of a character n-gram count model, the baseline
+  the trained GPT is compared with;
 - ``generation_times``: seconds to generate n tokens greedily, without and with the KV cache;
 - ``sample_texts`` and ``sampling_figure``: the next-character distribution after a prompt and
   a few samples, at one temperature and top-k (the widget only wires sliders to them).
@@ -19,7 +21,39 @@ from .. import _validate
 from ..gpt import GPT, CharTokenizer, generate, sampling_probs
 from ..measure import sync
 
-__all__ = ["generation_times", "sample_texts", "sampling_figure"]
+__all__ = ["ngram_loss", "generation_times", "sample_texts", "sampling_figure"]
+
+
+def ngram_loss(train_data: torch.Tensor, held_out: torch.Tensor, order: int, vocab_size: int,
+               alpha: float = 0.1) -> float:
+    """Held-out cross-entropy (nats per token) of an n-gram count model with add-alpha smoothing.
+
+    Each token is predicted from the ``order - 1`` tokens before it, with the counts of
+    ``train_data``: p(c | context) = (count(context, c) + alpha) / (count(context) + alpha * V).
+    Order 1 is the unigram (token frequencies), 2 the bigram, 3 the trigram. Scored on every
+    token of ``held_out`` that has ``order - 1`` tokens before it.
+    Shapes: train_data (N,) ids, held_out (M,) ids -> a float.
+    """
+    who = "ngram_loss"
+    for name, data in (("train_data", train_data), ("held_out", held_out)):
+        _validate.token_ids(data, name, who, layout="(N)")
+        _validate.ids_below(data, vocab_size, name, who)
+    _validate.int_in(order, "order", who, 1, 5)  # a table of V^order counts: keep it small
+    _validate.positive_number(alpha, "alpha", who)
+    if min(len(train_data), len(held_out)) < order:
+        raise ValueError(f"{who} expects texts of at least order={order} tokens, got {len(train_data)} "
+                         f"and {len(held_out)}")
+
+    def grams(data: torch.Tensor) -> torch.Tensor:  # (N - order + 1,): each window as a number in base V
+        index = torch.zeros(len(data) - order + 1, dtype=torch.long)
+        for j in range(order):
+            index = index * vocab_size + data[j:len(data) - order + 1 + j].cpu()
+        return index
+
+    counts = torch.bincount(grams(train_data), minlength=vocab_size ** order).double()
+    counts = counts.view(-1, vocab_size) + alpha  # (V^(order - 1), V): one row per context
+    log_p = counts.log() - counts.sum(-1, keepdim=True).log()  # (V^(order - 1), V)
+    return -log_p.view(-1)[grams(held_out)].mean().item()
 
 
 def generation_times(model: GPT, prompt: torch.Tensor, lengths: list[int], repeats: int = 3
@@ -72,7 +106,7 @@ def sampling_figure(model: GPT, tokenizer: CharTokenizer, prompt: str, temperatu
     logits = model(tokenizer.encode(prompt)[None].to(device))[0, -1].cpu()  # (V,)
     probs = sampling_probs(logits, temperature, top_k)  # (V,); checks temperature and top_k
     entropy = -(probs * probs.clamp_min(1e-30).log()).sum().item()
-    shown = probs.argsort(descending=True)[:20]
+    shown = logits.argsort(descending=True)[:20]  # by logit: the characters top-k cut off show at 0
     samples = sample_texts(model, tokenizer, prompt, n_chars, temperature=temperature, top_k=top_k,
                            n_samples=n_samples, seed=seed)
     fig = Figure(figsize=(10, 4.9))

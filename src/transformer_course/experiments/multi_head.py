@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from matplotlib.figure import Figure
 
-from .. import _validate
+from .. import _validate, utils
 from ..attention import MultiHeadAttention, make_causal_mask, make_padding_mask
 
 __all__ = ["mask_and_head_weights", "mask_figure"]
@@ -46,7 +46,8 @@ def mask_figure(seq_len: int = 8, n_pad: int = 2, causal: bool = True, head: int
     mask, weights = mask_and_head_weights(seq_len, n_pad, causal, head)
     fig = Figure(figsize=(9, 3.8))
     ax0, ax1 = fig.subplots(1, 2)
-    ax0.imshow(mask.numpy(), cmap="gray", vmin=0, vmax=1)
+    mask_image = ax0.imshow(mask.numpy(), cmap="gray", vmin=0, vmax=1)
+    utils.two_level_colorbar(mask_image, ax0)
     ax0.set_title(f"mask: {seq_len} tokens, {min(n_pad, seq_len)} pads"
                   f"{', causal' if causal else ''}\n(white = may attend)", fontsize=10)
     im = ax1.imshow(weights.numpy(), cmap="viridis", vmin=0, vmax=1)
@@ -54,6 +55,6 @@ def mask_figure(seq_len: int = 8, n_pad: int = 2, causal: bool = True, head: int
     for ax in (ax0, ax1):
         ax.set_xlabel("key position")
         ax.set_ylabel("query position")
-    fig.colorbar(im, ax=ax1)
+    fig.colorbar(im, ax=ax1, label="weight")
     fig.tight_layout()
     return fig

@@ -129,7 +129,8 @@ def encoding_figure(position: int = 10, dim: int = 4) -> Figure:
     table, column, row, wavelength = encoding_view(position, dim, max_len=64, d_model=32)
     fig = Figure(figsize=(11, 3.8))
     ax0, ax1 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
-    ax0.imshow(table.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    image = ax0.imshow(table.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    fig.colorbar(image, ax=ax0, label="PE value")
     ax0.axhline(position, color="lime", lw=1.5)
     ax0.axvline(dim, color="lime", lw=1.5)
     ax0.set(title=f"PE (64 positions, d_model 32): row {position}, column {dim}",

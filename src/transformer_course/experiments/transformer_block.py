@@ -107,8 +107,12 @@ def plot_gradient_curves(ax: Axes, depth_curves: dict[str, torch.Tensor], depth:
     ax.set_xlabel("layer (1 = nearest the input)")
 
 
-def gradient_figure(depth: int = 24, seed: int = 0) -> Figure:
-    """The gradient-norm curves of the four variants for one depth (layers initialised from ``seed``)."""
+def gradient_figure(depth: int = 48, seed: int = 0) -> Figure:
+    """The gradient-norm curves of the four variants for one depth (layers initialised from ``seed``).
+
+    The title is the depth drawn, ``"{depth} layers"``. The default is the widget's starting depth:
+    the fade without residuals is clear at 48 layers and noisy for one seed at 6 to 24.
+    """
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     plot_gradient_curves(ax, gradient_norm_curves(depth, seed=seed), depth)

@@ -129,7 +129,9 @@ def translation_figure(model: Transformer, text: str | Sequence[str], src_vocab:
                        figsize: tuple[float, float] = (15, 6.5)) -> Figure:
     """The widget of notebook 08: translate a sentence and draw every layer's and head's
     cross-attention (rows: layers, columns: heads). Red boxes mark the true alignment of the
-    words that come out right. A sentence the model cannot read gets a figure with the reason.
+    words that come out right: a box is drawn only where the output token equals the reference
+    token at the same position, so after a slip (a dropped or repeated phrase) the boxes stop.
+    A sentence the model cannot read gets a figure with the reason.
     """
     try:
         tr = translate(model, text, src_vocab, tgt_vocab, beam_size=beam_size)
@@ -146,7 +148,9 @@ def translation_figure(model: Transformer, text: str | Sequence[str], src_vocab:
         gold = [truth[t].source if t < len(truth) and tr.out[t] == truth[t].word else None
                 for t in range(len(tr.out))]
     n_layers, n_heads = tr.weights.shape[:2]
-    fig = Figure(figsize=figsize, layout="constrained")
+    # a row of Hangul needs about a third of an inch: long outputs get a taller figure
+    height = max(figsize[1], 1.2 + n_layers * 0.34 * len(tr.out))
+    fig = Figure(figsize=(figsize[0], height), layout="constrained")
     axes = fig.subplots(n_layers, n_heads, squeeze=False)
     for layer in range(n_layers):
         for head in range(n_heads):
