@@ -54,8 +54,15 @@ def test_course_seed_rejects_what_is_not_a_seed(monkeypatch, raw, words):
 def test_a_lesson_that_holds_prints_value_margin_and_spread(no_table, capsys):
     assert lessons.lesson("gap", 0.42, at_least=0.3, fmt=".2f") == 0.42
     out = capsys.readouterr().out
-    assert out.startswith("lesson holds: gap: 0.42 (the lesson asserts >= 0.3;")
+    assert out.startswith("lesson holds: gap: 0.42 (the lesson asserts >= 0.30;")
     assert "not yet measured" in out
+
+
+def test_a_margin_is_printed_in_the_value_s_format_unless_that_would_round_it(no_table, capsys):
+    lessons.lesson("share", -0.004, at_most=0.02, fmt=".2%")
+    assert "(the lesson asserts <= 2.00%;" in capsys.readouterr().out
+    lessons.lesson("count", 3.0, at_least=0.5, fmt=".0f")  # "0" or "1" would misstate the margin
+    assert "(the lesson asserts >= 0.5;" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("value, bounds", [(0.2, {"at_least": 0.3}), (5.0, {"at_most": 1.0}),

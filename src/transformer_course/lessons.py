@@ -64,6 +64,17 @@ def spread(name: str, fmt: str = ".3g") -> str:
     return f"{label}: {format(min(values), fmt)} to {format(max(values), fmt)}"
 
 
+def _bound(bound: float, fmt: str) -> str:
+    """A margin in the value's own format (0.02 as "2.00%" beside percentages), unless that
+    format would round it: then as it was written (``:g``)."""
+    text = format(bound, fmt)
+    try:
+        shown = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        return f"{bound:g}"
+    return text if math.isclose(shown, bound, rel_tol=1e-9, abs_tol=1e-12) else f"{bound:g}"
+
+
 def lesson(name: str, value: float, *, at_least: float | None = None, at_most: float | None = None,
            fmt: str = ".3g") -> float:
     """Assert the effect a notebook teaches: ``value`` within ``[at_least, at_most]``.
@@ -81,8 +92,8 @@ def lesson(name: str, value: float, *, at_least: float | None = None, at_most: f
         raise TypeError(f"lesson {name!r} expects a number, got {type(value).__name__} {value!r}") from None
     passed = not math.isnan(value) and (at_least is None or value >= at_least) and \
         (at_most is None or value <= at_most)
-    bounds = " and ".join(s for s in (at_least is not None and f">= {at_least:g}",
-                                      at_most is not None and f"<= {at_most:g}") if s)
+    bounds = " and ".join(s for s in (at_least is not None and f">= {_bound(at_least, fmt)}",
+                                      at_most is not None and f"<= {_bound(at_most, fmt)}") if s)
     line = f"{name}: {format(value, fmt)} (the lesson asserts {bounds}; {spread(name, fmt)})"
     record = os.environ.get(RECORD_ENV)
     if record:

@@ -270,9 +270,16 @@ class ChannelRun:
         return sum(s.exact * s.n for s in chosen) / sum(s.n for s in chosen)
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def score_by_length(model: nn.Module, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab,
-                    device: torch.device | str = "cpu") -> list[BucketScore]:
-    """Exact match and token accuracy of greedy decoding, one ``BucketScore`` per source length."""
+                    device: torch.device | str | None = None) -> list[BucketScore]:
+    """Exact match and token accuracy of greedy decoding, one ``BucketScore`` per source length
+    (on ``device``; by default the model's own)."""
+    device = _model_device(model) if device is None else device
     lengths = sorted({len(s) for s, _ in pairs})
     return evaluate_by_length(
         lambda b: greedy_decode(model, b.src, b.src_lengths, max_len=b.tgt_out.shape[1]),
@@ -307,12 +314,14 @@ def run_channel(exp: ChannelExperiment, width: int | None = None, *, device: tor
 
 @torch.no_grad()
 def position_accuracy(model: nn.Module, pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab,
-                      device: torch.device | str = "cpu") -> torch.Tensor:
-    """How often greedy decoding gets output position i right, for each source length.
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """How often greedy decoding gets output position i right, for each source length (on
+    ``device``; by default the model's own).
 
     Row k is the k-th shortest length n, column i the position (0-based); NaN where i >= n.
     Shapes: -> (L, P), P the longest length.
     """
+    device = _model_device(model) if device is None else device
     groups = by_length(pairs, src_vocab, tgt_vocab)
     longest = max(groups)
     acc = torch.full((len(groups), longest), float("nan"))
@@ -378,14 +387,16 @@ def probe_pairs(exp: ChannelExperiment, per_length: int, seed: int) -> list[Pair
 
 @torch.no_grad()
 def probe_accuracy(model: BottleneckSeq2Seq, fit_pairs: Sequence[Pair], test_pairs: Sequence[Pair],
-                   vocab: Vocab, device: torch.device | str = "cpu") -> torch.Tensor:
-    """How often a linear probe reads the symbol at position i from the channel, per length.
+                   vocab: Vocab, device: torch.device | str | None = None) -> torch.Tensor:
+    """How often a linear probe reads the symbol at position i from the channel, per length
+    (the channel computed on ``device``; by default the model's own).
 
     For each source length n, one probe is fitted on the channel floats of the ``fit_pairs`` of
     that length and scored on the ``test_pairs`` of that length (strings it never saw). Row k is
     the k-th shortest length, column i the position (0-based); NaN where i >= n.
     Shapes: -> (L, P), P the longest length.
     """
+    device = _model_device(model) if device is None else device
     fit, test = by_length(fit_pairs, vocab, vocab), by_length(test_pairs, vocab, vocab)
     if set(fit) != set(test):
         raise ValueError(f"probe_accuracy expects the same lengths in fit_pairs and test_pairs, got "
@@ -430,9 +441,11 @@ def plot_channel(runs: dict[int, ChannelRun], width: int, length: int, *, n_fit:
     left.set(xlabel="source position", ylabel="accuracy on fresh strings", ylim=(-0.03, 1.03),
              title=f"width {width}, strings of {length} symbols")
     left.legend(loc="upper right", fontsize=8)
+    others = iter([":", "--", "-."])  # the other widths, told apart by their line style
     for w in sorted(runs):
         scores = runs[w].scores
-        style = dict(lw=2.5, marker="o", color="C0", zorder=3) if w == width else dict(lw=1, color="0.7")
+        style = (dict(lw=2.5, marker="o", color="C0", zorder=3) if w == width
+                 else dict(lw=1.2, color="0.5", ls=next(others, "-")))
         right.plot([s.lo for s in scores], [s.exact for s in scores], label=f"width {w}", **style)
     right.axvline(length, color="C3", ls="--", lw=1, label=f"length {length}")
     right.set(xlabel="source length", ylabel="exact match (held-out)", ylim=(-0.03, 1.03),

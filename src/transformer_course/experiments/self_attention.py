@@ -50,6 +50,6 @@ def weights_figure(d_k: int = 64, temperature: float = 1.0, scaled: bool = True)
     logits = f"q·k{' / √d_k' if scaled else ''} / τ"
     ax.set_title(f"d_k = {d_k}, τ = {temperature:.2g}, softmax({logits})\nmean entropy {entropy:.2f} nats "
                  f"(uniform: {math.log(8):.2f})", fontsize=10)
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, label="weight")
     fig.tight_layout()
     return fig

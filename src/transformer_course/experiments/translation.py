@@ -129,8 +129,8 @@ def translation_figure(model: Transformer, text: str | Sequence[str], src_vocab:
                        figsize: tuple[float, float] = (15, 6.5)) -> Figure:
     """The widget of notebook 08: translate a sentence and draw every layer's and head's
     cross-attention (rows: layers, columns: heads). Red boxes mark the true alignment of the
-    words that come out right: a box is drawn only where the output token equals the reference
-    token at the same position, so after a slip (a dropped or repeated phrase) the boxes stop.
+    words that come out right: a box is drawn at each position where the output token equals
+    the reference token at that position (after a dropped or repeated phrase, most do not).
     A sentence the model cannot read gets a figure with the reason.
     """
     try:
