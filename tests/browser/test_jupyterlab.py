@@ -157,9 +157,14 @@ def _move_a_slider_changes_a_figure(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_before.png"))
     value, top = (float(handle.get_attribute(a)) for a in ("aria-valuenow", "aria-valuemax"))
     handle.focus()
-    # one step (back, from the top of the range): every step is a redraw in the kernel, and after
-    # several quick steps the page would show an earlier redraw than the slider's value
-    page.keyboard.press("ArrowLeft" if value >= top else "ArrowRight")
+    # as few steps as move it (back, from the top of the range); a key press can be lost while the
+    # page settles, so press again until the value changes, at most five times. Every step is a
+    # redraw in the kernel: the wait below lets all of them finish before the screenshot.
+    for _ in range(5):
+        page.keyboard.press("ArrowLeft" if value >= top else "ArrowRight")
+        time.sleep(0.5)
+        if float(handle.get_attribute("aria-valuenow")) != value:
+            break
     _wait_until_drawn(page, before, time.time() + 60)
     moved = handle.get_attribute("aria-valuenow")
     print(f"{name}: first slider moved from {value:g} to {float(moved):g}")

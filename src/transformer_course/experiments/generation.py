@@ -12,6 +12,7 @@ Shapes: B batch, T0 prompt length, V vocabulary (characters), N and M text lengt
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 
 import torch
@@ -90,9 +91,12 @@ def sample_texts(model: GPT, tokenizer: CharTokenizer, prompt: str, n_chars: int
 
 
 def _wrap(text: str, width: int) -> str:
+    """Lines of at most ``width`` characters, broken between words (a word longer than a line
+    is cut), so that a sample is never split inside a word it wrote."""
     lines = []
     for part in text.split("\n"):
-        lines.extend(part[i: i + width] for i in range(0, max(len(part), 1), width))
+        lines.extend(textwrap.wrap(part, width, break_long_words=True, replace_whitespace=False,
+                                   drop_whitespace=True) or [""])
     return "\n".join(lines)
 
 

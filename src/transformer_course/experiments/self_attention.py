@@ -39,9 +39,10 @@ def temperature_weights(
     return weights.float(), attention_entropy(weights).mean().item()
 
 
-def weights_figure(d_k: int = 64, temperature: float = 1.0, scaled: bool = True) -> Figure:
-    """Heatmap of the weights of 8 random queries over 8 random keys, and their entropy."""
-    weights, entropy = temperature_weights(d_k, temperature, scaled=scaled)
+def weights_figure(d_k: int = 64, temperature: float = 1.0, scaled: bool = True, seed: int = 0) -> Figure:
+    """Heatmap of the weights of 8 random queries over 8 random keys (drawn from ``seed``), and
+    their entropy."""
+    weights, entropy = temperature_weights(d_k, temperature, scaled=scaled, seed=seed)
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
     im = ax.imshow(weights.numpy(), cmap="viridis", vmin=0, vmax=1)
