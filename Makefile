@@ -14,7 +14,7 @@ PYTEST_WORKERS ?= 2
 CELL_TIMEOUT ?= 300
 
 .PHONY: help install install-dev lab test test-package test-notebooks test-browser test-binder browser-deps \
-	classroom classroom-deps test-classroom exercises notebooks bench seeds race parallel lint clean fresh
+	classroom classroom-deps test-classroom exercises notebooks diagrams bench seeds race parallel lint clean fresh
 
 help:
 	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00;"
@@ -23,6 +23,7 @@ help:
 	@echo "make test       install, then lint, package tests, exercise checks and every notebook (offline)"
 	@echo "make test-browser  run notebooks in a real JupyterLab in headless Chromium"
 	@echo "make exercises  stamp nbgrader metadata on solutions/ and regenerate exercises/ from them"
+	@echo "make diagrams   redraw docs/course_map.png, the course map the README shows"
 	@echo "make classroom  start the course's JupyterHub + nbgrader on localhost (an instructor, two students)"
 	@echo "make test-classroom  nbgrader's whole cycle through a real local JupyterHub, then in Chromium"
 	@echo "make bench      time every notebook and write bench/results.md"
@@ -133,6 +134,10 @@ bench: install-dev
 # Every lesson on five seeds (COURSE_SEED=0..4), two notebooks at a time: about 20 minutes.
 # Writes bench/seeds.md and src/transformer_course/seed_spreads.json (the spreads the notebooks
 # print); a test fails when they are older than the code. Run `make notebooks` after it.
+# The README's course map, drawn by the package (tests/test_diagrams.py fails when it is stale).
+diagrams: install-dev
+	$(PY) -c "from transformer_course import diagrams as d; d.course_map().savefig('docs/course_map.png', dpi=d.MAP_DPI)"
+
 seeds: install-dev
 	$(TEST_ENV) $(PY) bench/seeds.py
 

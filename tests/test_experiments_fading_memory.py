@@ -111,6 +111,24 @@ def test_gradient_figure_draws_at_the_ends_of_the_sliders(scale, seq_len, gate_b
         assert len(y) == seq_len and np.all(np.isfinite(y)) and np.all(y > 0)
 
 
+def test_gradient_figure_draws_the_curves_of_its_seed():
+    fig = gradient_figure(1.0, 20, 2.0, seed=3)
+    for kind, line in zip(KINDS, fig.axes[0].lines[:3], strict=True):
+        expected = gradient_norm_by_distance(kind, 1.0, 20, gate_bias=2.0, seed=3)
+        assert np.array_equal(line.get_ydata(), np.maximum(expected, 1e-300))
+    other = gradient_figure(1.0, 20, 2.0, seed=4).axes[0].lines[0].get_ydata()
+    assert not np.array_equal(fig.axes[0].lines[0].get_ydata(), other)
+
+
+@pytest.mark.parametrize("seed, error, message", [
+    (-1, ValueError, r"gradient_figure expects a seed in \[0, 2\*\*32\), got -1"),
+    (1.5, TypeError, r"gradient_figure expects an int seed, got float"),
+])
+def test_gradient_figure_rejects_a_bad_seed(seed, error, message):
+    with pytest.raises(error, match=message):
+        gradient_figure(1.0, 10, 0.0, seed=seed)
+
+
 def test_gradient_norm_is_deterministic():
     a = gradient_norm_by_distance("lstm", 1.0, seq_len=20, seed=5)
     b = gradient_norm_by_distance("lstm", 1.0, seq_len=20, seed=5)

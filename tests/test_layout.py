@@ -1,7 +1,7 @@
 """The package's layout rule, read from the source with ``ast``: components apart from experiments.
 
 - components import only components;
-- ``reference`` and ``widgets`` import only components;
+- ``reference``, ``widgets`` and ``diagrams`` import only components;
 - nothing outside ``experiments/`` and ``checks/`` imports ``experiments/``;
 - no import cycle among the package's modules, counting imports inside functions too.
 """
@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "transformer_course"
 NAME = "transformer_course"
 COMPONENTS = {"rnn", "seq2seq", "attention", "positional", "transformer", "gpt", "efficient",
               "decoding", "data", "korean", "train", "utils", "_validate", "measure"}
-ONLY_COMPONENTS = COMPONENTS | {"reference", "widgets", "__init__"}  # may import components only
+ONLY_COMPONENTS = COMPONENTS | {"reference", "widgets", "diagrams", "__init__"}  # may import components only
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -52,7 +52,7 @@ def test_course_seed_rejects_what_is_not_a_seed(monkeypatch, raw, words):
 # --- a lesson ----------------------------------------------------------------------------------
 
 def test_a_lesson_that_holds_prints_value_margin_and_spread(no_table, capsys):
-    assert lessons.lesson("gap", 0.42, at_least=0.3, fmt=".2f") == 0.42
+    assert lessons.lesson("gap", 0.42, at_least=0.3, fmt=".2f") is None  # a cell ending in it echoes nothing
     out = capsys.readouterr().out
     assert out.startswith("lesson holds: gap: 0.42 (the lesson asserts >= 0.30;")
     assert "not yet measured" in out

@@ -76,11 +76,12 @@ def _bound(bound: float, fmt: str) -> str:
 
 
 def lesson(name: str, value: float, *, at_least: float | None = None, at_most: float | None = None,
-           fmt: str = ".3g") -> float:
+           fmt: str = ".3g") -> None:
     """Assert the effect a notebook teaches: ``value`` within ``[at_least, at_most]``.
 
     Prints the value, the margin and the spread across seeds; raises ``AssertionError`` with
-    all three when the value misses the margin (unless ``make seeds`` is recording).
+    all three when the value misses the margin (unless ``make seeds`` is recording). Returns
+    nothing, so that a cell ending in a lesson does not echo the bare value under its line.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"lesson expects a non-empty name, got {name!r}")
@@ -103,4 +104,3 @@ def lesson(name: str, value: float, *, at_least: float | None = None, at_most: f
     print(("lesson holds: " if passed else "LESSON MISSED: ") + line)
     if not passed and not record:
         raise AssertionError(f"the lesson {name!r} does not hold on this run: {line}")
-    return value

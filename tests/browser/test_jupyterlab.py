@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from transformer_course.diagrams import OPENING
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = ROOT / "bench" / "screenshots"
@@ -147,6 +149,21 @@ def _wait_until_drawn(page, before: list[str], deadline: float) -> None:
         seen = now
 
 
+# The notebook's opening diagram (a code cell that calls ``diagrams.``), as the page shows it.
+DIAGRAM_STATE = """() => {
+    const w = window.jupyterapp.shell.currentWidget;
+    const cells = w.content.model.cells;
+    for (let i = 0; i < cells.length; i++) {
+        const c = cells.get(i);
+        if (c.type === 'code' && c.sharedModel.getSource().includes('diagrams.')) {
+            const img = w.content.widgets[i].node.querySelector('.jp-OutputArea-output img');
+            return {index: i, width: img ? img.naturalWidth : 0, height: img ? img.naturalHeight : 0};
+        }
+    }
+    return null;
+}"""
+
+
 def _move_a_slider_changes_a_figure(page, name: str) -> None:
     sliders = page.locator(".jp-OutputArea .widget-slider .noUi-handle, "
                            ".jp-OutputArea .widget-hslider .noUi-handle").filter(visible=True)
@@ -173,6 +190,26 @@ def _move_a_slider_changes_a_figure(page, name: str) -> None:
     assert _images(page) != before, f"{name}: moving the first slider did not change any figure"
 
 
+def _explorer_image(box) -> str:
+    return box.locator(".jp-OutputArea-output img, .widget-output img").first.get_attribute("src") or ""
+
+
+def _explorer_redraws(page, name: str) -> None:
+    """Pick a head, then another sentence, in the attention explorer: each redraws its picture."""
+    box = page.locator(".attention-explorer").first
+    box.scroll_into_view_if_needed()
+    for what, choose in (("head 1", lambda: box.locator("select").last.select_option(label="1")),
+                         ("the second sentence", lambda: box.locator("select").first.select_option(index=1))):
+        before = _explorer_image(box)
+        choose()
+        deadline = time.time() + 60
+        while time.time() < deadline and _explorer_image(box) == before:
+            time.sleep(0.5)
+        page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_explorer.png"))
+        assert _explorer_image(box) != before, f"{name}: choosing {what} in the explorer changed nothing"
+        print(f"{name}: the explorer redrew for {what}")
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_and_its_widgets_work_in_jupyterlab(lab, browser, name):
     url, root = lab
@@ -190,12 +227,20 @@ def test_notebook_runs_and_its_widgets_work_in_jupyterlab(lab, browser, name):
         print(f"{name}: {state['code']} code cells ran in JupyterLab in {time.time() - start:.1f} s")
         page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_run.png"), full_page=False)
 
+        if name[:2] in OPENING:  # the diagram before the formulas is drawn in the page
+            drawn = page.evaluate(DIAGRAM_STATE)
+            assert drawn is not None, f"{name}: no cell draws the notebook's diagram"
+            assert drawn["width"] > 300 and drawn["height"] > 100, f"{name}: diagram not drawn: {drawn}"
+            print(f"{name}: diagram in cell {drawn['index']}, {drawn['width']} x {drawn['height']} px")
+
         sliders = page.locator(".jp-OutputArea .widget-slider, .jp-OutputArea .widget-hslider").count()
         assert sliders > 0, f"{name}: no slider widget rendered"
         bars = page.eval_on_selector_all(".jp-OutputArea .widget-hprogress",
                                          "els => els.map(e => e.closest('.widget-hbox').textContent)")
         assert all("100%" in b for b in bars), f"{name}: progress bars not finished: {bars}"
         _move_a_slider_changes_a_figure(page, name)
+        if page.locator(".attention-explorer").count():
+            _explorer_redraws(page, name)
 
         page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
         time.sleep(2)

@@ -46,20 +46,30 @@ def memory_against_length(
 
     Shapes: inputs (batch, 1, n, d_head) float32 -> {method: [bytes for each n]}.
     """
-    who = "memory_against_length"
+    _check_sweep(lengths, methods, block_size, "memory_against_length")
+    result: dict[str, list[int]] = {name: [] for name in methods}
+    for n in lengths:
+        q, k, v = _random_qkv(n, d_head, batch, device, seed=n)
+        for name in methods:
+            result[name].append(peak_memory(_call(name, q, k, v, causal, block_size), device))
+    return result
+
+
+def _check_sweep(lengths: Sequence[int], methods: Sequence[str], block_size: int, who: str) -> None:
+    """The checks shared by the memory sweeps: positive lengths and block size, known methods."""
     for n in lengths:
         _validate.positive_int(n, "each length", who)
     for name in methods:
         _validate.one_of(name, tuple(ATTENTION_METHODS), "each method", who)
     _validate.positive_int(block_size, "block_size", who)
-    result: dict[str, list[int]] = {name: [] for name in methods}
-    for n in lengths:
-        q, k, v = _random_qkv(n, d_head, batch, device, seed=n)
-        for name in methods:
-            kwargs = {"block_size": block_size} if name == "tiled" else {}
-            run = partial(ATTENTION_METHODS[name], q, k, v, causal, **kwargs)
-            result[name].append(peak_memory(run, device))
-    return result
+
+
+def _call(
+    name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, block_size: int,
+) -> Callable[[], torch.Tensor]:
+    """A no-argument call of one attention method; only "tiled" takes the block size."""
+    kwargs = {"block_size": block_size} if name == "tiled" else {}
+    return partial(ATTENTION_METHODS[name], q, k, v, causal, **kwargs)
 
 
 def _autograd_bytes(run: Callable[[], torch.Tensor], device: torch.device) -> tuple[int, int]:
@@ -96,19 +106,13 @@ def memory_with_autograd(
     pass; "peak": the peak over the forward and the backward pass (the gradients included).
     Shapes: inputs (1, 1, n, d_head) float32 -> {method: {"kept": [bytes per n], "peak": [...]}}.
     """
-    who = "memory_with_autograd"
-    for n in lengths:
-        _validate.positive_int(n, "each length", who)
-    for name in methods:
-        _validate.one_of(name, tuple(ATTENTION_METHODS), "each method", who)
-    _validate.positive_int(block_size, "block_size", who)
+    _check_sweep(lengths, methods, block_size, "memory_with_autograd")
     device = torch.device(device)
     result: dict[str, dict[str, list[int]]] = {name: {"kept": [], "peak": []} for name in methods}
     for n in lengths:
         for name in methods:
             q, k, v = (x.requires_grad_() for x in _random_qkv(n, d_head, 1, device, seed=n))
-            kwargs = {"block_size": block_size} if name == "tiled" else {}
-            kept, peak = _autograd_bytes(partial(ATTENTION_METHODS[name], q, k, v, causal, **kwargs), device)
+            kept, peak = _autograd_bytes(_call(name, q, k, v, causal, block_size), device)
             result[name]["kept"].append(int(kept))
             result[name]["peak"].append(int(peak))
     return result

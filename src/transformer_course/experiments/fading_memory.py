@@ -129,15 +129,20 @@ def gradient_norm_by_distance(
     return jacobian_norms(lambda inp: final_state(model, inp), x).numpy()
 
 
-def gradient_figure(weight_scale: float = 1.0, seq_len: int = 50, gate_bias: float = 0.0):
-    """The widget's figure: gradient norm against distance for the RNN, GRU and LSTM, log scale."""
+def gradient_figure(weight_scale: float = 1.0, seq_len: int = 50, gate_bias: float = 0.0, *, seed: int = 0):
+    """The widget's figure: gradient norm against distance for the RNN, GRU and LSTM, log scale.
+
+    Each curve is ``gradient_norm_by_distance(kind, ..., seed=seed)``: weights and inputs drawn from ``seed``.
+    """
     from matplotlib.figure import Figure
 
+    seed = _validate.seed(seed, "gradient_figure")
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
     d = np.arange(seq_len)
-    curves = [np.maximum(gradient_norm_by_distance(kind, weight_scale, seq_len, gate_bias=gate_bias), 1e-300)
+    curves = [gradient_norm_by_distance(kind, weight_scale, seq_len, gate_bias=gate_bias, seed=seed)
               for kind in KINDS]
+    curves = [np.maximum(norms, 1e-300) for norms in curves]
     for kind, norms, color in zip(KINDS, curves, ("tab:red", "tab:blue", "tab:green"), strict=True):
         ax.semilogy(d, norms, color=color, marker=".", ms=3, label=kind.upper())
     ax.semilogy(d, np.maximum(curves[0][0] * float(weight_scale) ** d, 1e-300), "k:", lw=1,
