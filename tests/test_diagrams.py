@@ -39,6 +39,7 @@ def test_each_opening_diagram_draws_boxes_and_text(number):
     assert len(ax.patches) >= 8, f"diagram {number} draws only {len(ax.patches)} shapes"
     assert len(ax.texts) >= 5, f"diagram {number} has only {len(ax.texts)} labels"
     fig.canvas.draw()  # renders: mathtext and every patch are valid
+    assert fig._repr_png_().startswith(b"\x89PNG"), "a notebook cell ending in a diagram shows no picture"
 
 
 # Names a diagram shows, and the code that must still have them: a rename breaks the test.

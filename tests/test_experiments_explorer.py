@@ -134,3 +134,29 @@ def test_the_widget_redraws_on_every_control_and_survives_a_bad_sentence():
 def test_the_widget_needs_a_sentence():
     with pytest.raises(ValueError, match="at least one sentence"):
         explorer.explorer(lambda s: fake_maps(), [])
+
+
+EXPLORING = ["05_masks_and_multi_head", "08_full_transformer", "10_decoder_only_gpt"]
+
+
+@pytest.mark.parametrize("name", EXPLORING)
+def test_the_saved_notebook_shows_the_explorers_first_picture(name):
+    """The explorer's cell is saved with its widget's state, and that state holds the first
+    figure as a PNG: a static render of the notebook (JupyterLab without a kernel, nbviewer)
+    shows the picture, not an empty box."""
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.ipynb", 4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "explorer.explorer(" in c.source]
+    assert cells, f"{name} has no attention explorer"
+    views = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for o in cells[0].outputs
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert views, f"{name}: the explorer's cell has no widget output (re-execute the notebook)"
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    children = [c.removeprefix("IPY_MODEL_") for c in state[views[0]]["state"]["children"]]
+    outputs = [state[c]["state"].get("outputs", []) for c in children
+               if state[c]["model_name"] == "OutputModel"]
+    assert any("image/png" in o.get("data", {}) for out in outputs for o in out), (
+        f"{name}: the saved explorer holds no picture")

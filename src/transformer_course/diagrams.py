@@ -12,6 +12,7 @@ size where the notebook says so), Dh head size, V vocabulary.
 from __future__ import annotations
 
 import functools
+import io
 import math
 import textwrap
 
@@ -32,9 +33,20 @@ NORM, FEED_FORWARD, OUTPUT, HIGHLIGHT = "#e3d3f0", "#f6e7a8", "#f3c9cf", "#d6272
 BOLD = {"fontweight": "bold", "fontfamily": "DejaVu Sans"}
 
 
+class Diagram(Figure):
+    """A figure that shows itself as a PNG when a notebook cell ends with it, whatever backend
+    matplotlib has (a plain ``Figure`` made without pyplot shows only as text unless the
+    inline backend has registered its formatter)."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
 def _canvas(width: float, height: float, title: str = "") -> tuple[Figure, object]:
     """A figure of ``width`` x ``height`` inches whose axes run 0..width and 0..height, no frame."""
-    fig = Figure(figsize=(width, height))
+    fig = Diagram(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set(xlim=(0, width), ylim=(0, height))
     ax.axis("off")
@@ -99,16 +111,19 @@ def seq2seq(attention: bool = False, source: tuple[str, ...] = ("a", "b", "c", "
         _box(ax, x, out_y, 0.5, 0.4, source[t], OUTPUT)
         if t:
             _arrow(ax, (dec_x[t - 1] + 0.36, state_y), (x - 0.36, state_y))
-    _note(ax, dec_x[0] - 0.35, 0.2, "RNNDecoder: one step per target token, logits (B, T, V)")
+    _note(ax, dec_x[0] - 0.35, 0.2,
+          "RNNDecoder: one step per target token, logits (B, T, V)\n"
+          "(the last step, which writes <eos>, is not drawn)")
     gap = (enc_x[-1] + dec_x[0]) / 2
     _arrow(ax, (enc_x[-1] + 0.36, state_y), (dec_x[0] - 0.36, state_y), lw=1.5)
     _note(ax, gap, state_y - 0.1, "$h_S$ starts\nthe decoder", ha="center", va="top")
     if attention:
         _attention_lines(ax, enc_x, dec_x, step, state_y)
     else:
-        _box(ax, gap, 3.75, 2.1, 0.5, "context $c$ = final = $h_S$   (B, H)", ATTENTION)
-        _arrow(ax, (enc_x[-1], state_y + 0.26), (gap - 0.6, 3.49), curve=-0.2)
-        ax.plot([gap + 1.06, dec_x[-1] - 0.3], [3.75, 3.75], color="tab:green", lw=0.9)
+        box = gap - 0.35
+        _box(ax, box, 3.75, 2.1, 0.5, "context $c$ = final = $h_S$   (B, H)", ATTENTION)
+        _arrow(ax, (enc_x[-1], state_y + 0.26), (box - 0.6, 3.49), curve=-0.2)
+        ax.plot([box + 1.06, dec_x[-1] - 0.3], [3.75, 3.75], color="tab:green", lw=0.9)
         for x in dec_x:  # a bus: the same c dropped into every step
             _arrow(ax, (x - 0.3, 3.75), (x - 0.3, state_y + 0.26), color="tab:green", lw=0.9)
         _note(ax, 0.3, 4.55, va="top", fontsize=8.5,
@@ -127,8 +142,8 @@ def _attention_lines(ax, enc_x: list[float], dec_x: list[float], step: int, stat
         _arrow(ax, (x, top), (box_x - 1.0 + 0.25 * j, box_y - 0.26), color="tab:green",
                lw=0.5 + 6 * w, style="-")
         _note(ax, x - 0.42, top + 0.12, f"$\\alpha_{{{step}{j + 1}}}$={w:.2f}", color="tab:green")
-    _arrow(ax, (box_x + 1.31, box_y), (dec_x[step - 1] - 0.1, top), color="tab:green", lw=1.4,
-           curve=-0.25)
+    _arrow(ax, (box_x + 1.31, box_y), (dec_x[step - 1] - 0.3, top), color="tab:green", lw=1.4,
+           curve=-0.1)
     _arrow(ax, (dec_x[step - 2] - 0.36, state_y + 0.1), (box_x + 0.9, box_y - 0.26), color=HIGHLIGHT,
            lw=1.0, linestyle="--", curve=-0.25)
     _note(ax, 0.3, 4.55, va="top",
@@ -178,10 +193,10 @@ def soft_lookup(seed: int = 0, query: int = 2, n_keys: int = 4, d_k: int = 4) ->
     fig, ax = _canvas(10.5, 2.45 + 0.55 * n_keys, "04 · attention as a soft dictionary lookup")
     top = 0.9 + 0.55 * n_keys
     _note(ax, 0.15, top + 0.85, va="top", fontsize=8.5,
-          text=f"token {query + 1}'s query is compared with every key; a softmax turns the scores into "
+          text=f"token {query}'s query is compared with every key; a softmax turns the scores into "
                "weights that sum to 1;\nthe output is the weighted sum of the values "
                "(cell colour: blue negative, red positive)")
-    _vector(ax, 0.75, top - 0.15, q.tolist(), label=f"$q_{query + 1}$")
+    _vector(ax, 0.75, top - 0.15, q.tolist(), label=f"$q_{query}$")
     _note(ax, 0.75, top + 0.12, f"$q = x\\,W_Q$   ($d_k$ = {d_k})")
     cx = 2.3  # keys
     _note(ax, cx, top + 0.12, "keys   $k = x\\,W_K$")
@@ -190,13 +205,13 @@ def soft_lookup(seed: int = 0, query: int = 2, n_keys: int = 4, d_k: int = 4) ->
     _note(ax, cx + 4.8, top + 0.12, "values   $v = x\\,W_V$")
     for s in range(n_keys):
         y = top - 0.15 - 0.55 * s
-        _vector(ax, cx, y, K[s].tolist(), label=f"$k_{s + 1}$")
+        _vector(ax, cx, y, K[s].tolist(), label=f"$k_{s}$")
         _arrow(ax, (0.75 + 0.22 * d_k + 0.05, top - 0.15), (cx - 0.35, y), color="0.6", lw=0.7)
         ax.text(cx + 1.55 + 0.45, y, f"{scores[s]:+.2f}", ha="center", va="center", fontsize=9)
         w = float(weights[s])
         ax.add_patch(Rectangle((cx + 3.05, y - 0.12), 1.2 * w, 0.24, facecolor="tab:green", alpha=0.7))
         ax.text(cx + 3.05 + 1.2 * w + 0.06, y, f"{w:.2f}", va="center", fontsize=8.5)
-        _vector(ax, cx + 4.85, y, V[s].tolist(), label=f"$v_{s + 1}$")
+        _vector(ax, cx + 4.85, y, V[s].tolist(), label=f"$v_{s}$")
         _arrow(ax, (cx + 4.85 + 0.22 * d_k + 0.05, y), (cx + 6.55, top - 0.15 - 0.275 * (n_keys - 1)),
                color="tab:green", lw=0.4 + 4 * w)
     mid = top - 0.15 - 0.275 * (n_keys - 1)
@@ -229,7 +244,7 @@ def multi_head(n_heads: int = 4) -> Figure:
                  if h < shown - 1 or shown == n_heads else f"head {n_heads}: ...")
         _box(ax, 6.3 + off * 0, y, 2.7, 0.5, label, ATTENTION, fontsize=8)
         _arrow(ax, (4.64, mid), (4.93, y))
-        _arrow(ax, (7.66, y), (8.0, mid))
+        _arrow(ax, (7.66, y), (8.02, mid + 0.35))
     if n_heads > shown:
         _note(ax, 5.0, mid - 1.55, f"... {n_heads} heads in all")
     _box(ax, 8.55, mid + 0.35, 1.05, 0.6, "merge_heads\n→ (B, T, D)", INPUT, fontsize=8)
@@ -252,7 +267,7 @@ def masks(length: int = 4, T: int = 6) -> Figure:
     both = [[s < n and s <= t for s in range(T)] for t in range(T)]
     fig, ax = _canvas(10.5, 3.9, f"05 · masks for a sentence of {n} real tokens padded to {T}")
     cell = 2.2 / T
-    panels = [(f"make_padding_mask(tokens, PAD)\n(B, 1, 1, S): keys {n + 1}..{T} are padding", pad),
+    panels = [(f"make_padding_mask(tokens, PAD)\n(B, 1, 1, S): keys {n}..{T - 1} are padding", pad),
               (f"make_causal_mask({T})\n(T, T): no looking ahead", causal),
               ("pad_mask & causal\nboth, as a decoder uses them", both)]
     for p, (title, grid) in enumerate(panels):
@@ -354,7 +369,7 @@ def encoder_decoder(n_layers: int = 2) -> Figure:
     _box(ax, ex, 2.25, 2.5, 0.42, "self_attn (padding mask)\n+ add & norm1", ATTENTION, fontsize=8)
     _box(ax, ex, 3.1, 2.5, 0.42, "ff: FeedForward\n+ add & norm2", FEED_FORWARD, fontsize=8)
     _arrow(ax, (ex, 2.47), (ex, 2.88))
-    _note(ax, ex - 1.4, 3.7, f"EncoderLayer × n_layers ({n_layers} here)")
+    _note(ax, ex - 0.1, 3.7, f"EncoderLayer × n_layers ({n_layers} here)", ha="right")
     _arrow(ax, (ex, 3.6), (ex, 4.35))
     _box(ax, ex, 4.6, 2.3, 0.45, "memory (B, S, D)\none vector per source word", ENCODER, fontsize=8)
     # decoder layer: masked self_attn, cross_attn, ff
@@ -366,7 +381,7 @@ def encoder_decoder(n_layers: int = 2) -> Figure:
     _box(ax, dx, 3.9, 2.7, 0.42, "ff: FeedForward\n+ add & norm3", FEED_FORWARD, fontsize=8)
     _arrow(ax, (dx, 2.47), (dx, 2.83))
     _arrow(ax, (dx, 3.27), (dx, 3.68))
-    _note(ax, dx - 1.5, 4.55, f"DecoderLayer × n_layers ({n_layers} here)")
+    _note(ax, dx - 0.1, 4.55, f"DecoderLayer × n_layers ({n_layers} here)", ha="right")
     _arrow(ax, (ex + 1.16, 4.6), (dx - 1.36, 3.05), color=HIGHLIGHT, lw=1.6, curve=-0.25)
     _note(ax, 4.25, 5.0, "every decoder layer\nreads the memory", color=HIGHLIGHT)
     _arrow(ax, (dx, 4.45), (dx, 4.9))
@@ -406,8 +421,9 @@ def kv_cache(steps: int = 4) -> Figure:
                                        facecolor=HIGHLIGHT if new else old, alpha=0.85 if new else 0.55))
         _note(ax, x0 + (t + 1) * cell + 0.1, y + 0.1, "keys", va="center")
         _note(ax, x0 + (t + 1) * cell + 0.1, y - cell + 0.1, "values", va="center")
+        seen = "its own key only (the cache is empty)" if t == 0 else f"{t + 1} keys ({t} cached and its own)"
         _note(ax, x0 + (steps + 1) * cell + 0.6, y - 0.05, va="center",
-              text=f"the new query against {t + 1} keys (the cache and its own): one row of weights")
+              text=f"the new query against {seen}: one row of weights")
     _note(ax, x0 - 0.6, 0.35, va="top", fontsize=8,
           text="red: what the new token adds, one key and one value in every layer; each layer's cache "
                "holds\nk, v each (B, H, T_past, Dh). Without the cache every step recomputes every column.")
@@ -437,20 +453,23 @@ def tiles(n_q_tiles: int = 4, n_kv_tiles: int = 4, current: tuple[int, int] = (1
              ATTENTION if a == i else INPUT, fontsize=7.5)
     for b in range(n_kv_tiles):
         _box(ax, gx + (b + 0.5) * c, gy + 0.45, c * 0.9, 0.5, f"K, V\ntile {b + 1}",
-             ATTENTION if b == j else INPUT, fontsize=7)
+             ATTENTION if b == j else INPUT, fontsize=7, edge=HIGHLIGHT if b == j else "0.35",
+             lw=1.8 if b == j else 1.0)
     _note(ax, gx, 0.25, "block_size queries × block_size keys per tile")
     nx = gx + n_kv_tiles * c + 0.5
     _note(ax, nx, gy + 0.3, va="top", fontsize=8.5,
           text=f"for Q tile {i + 1} (green) the loop walks the K, V tiles left to right.\n"
-               f"At tile {j + 1} (red) it scores block_size × block_size pairs,\n"
+               f"At K, V tile {j + 1} (the red square) it scores block_size × block_size pairs,\n"
                "then updates, per query row:\n"
                "   m  the running maximum of the scores seen so far,\n"
                "   l  the running sum of exp(score − m),\n"
                "   acc  the running weighted sum of the values,\n"
                "rescaling the old l and acc by exp(m_old − m_new) when the maximum\ngrows "
                "(online_softmax_step). The output is acc / l after the last tile.\n\n"
-               "grey: tiles already folded into m, l, acc and freed; light: still to come.\n"
-               "Memory: one tile of scores, not T × S; the result is exactly attention's.")
+               "grey: tiles already folded into m, l, acc; light: still to come.\n"
+               "Memory without autograd: a few tiles of scores at a time, never T × S\n"
+               "(with autograd the loop keeps every tile for the backward pass).\n"
+               "The result equals attention's up to rounding.")
     return fig
 
 

@@ -124,7 +124,7 @@ def _one_head(weights: torch.Tensor, m: AttentionMaps, title: str, families: lis
 
 
 def _ticks(ax, m: AttentionMaps, families: list[str], small: bool = False) -> None:
-    size = 7 if small else 9
+    size = 8.5 if small else 9.5  # Hangul needs the room: at 7 pt 를 is a blot
     ax.set_xticks(range(len(m.keys)), m.keys, rotation=90, fontsize=size, fontfamily=families)
     ax.set_yticks(range(len(m.queries)), m.queries, fontsize=size, fontfamily=families)
 
