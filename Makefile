@@ -14,16 +14,22 @@ PYTEST_WORKERS ?= 2
 CELL_TIMEOUT ?= 300
 
 .PHONY: help install install-dev lab test test-package test-notebooks test-browser test-binder browser-deps \
-	classroom classroom-deps test-classroom exercises notebooks diagrams bench seeds race parallel lint clean fresh
+	classroom classroom-deps test-classroom exercises notebooks diagrams bench seeds race parallel lint clean fresh \
+	ko ko-check ko-stub lab-ko fresh-ko
 
 help:
 	@echo "make lab        install the course into $(VENV) and open JupyterLab at notebook 00;"
 	@echo "               it copies exercises/ into my-work/ once (yours to solve, never overwritten)"
+	@echo "make lab-ko     the same for the Korean edition (한국어판): notebooks/ko/00, exercises in my-work/ko/"
+	@echo "               (make fresh-ko EXERCISE=03: a clean copy of one Korean exercise)"
 	@echo "make fresh EXERCISE=03  a clean copy of one exercise in my-work/ (yours kept as a backup)"
 	@echo "make test       install, then lint, package tests, exercise checks and every notebook (offline)"
 	@echo "make test-browser  run notebooks in a real JupyterLab in headless Chromium"
 	@echo "make exercises  stamp nbgrader metadata on solutions/ and regenerate exercises/ from them"
 	@echo "make diagrams   redraw docs/course_map.png, the course map the README shows"
+	@echo "make ko         write the Korean edition from the English files and i18n/ko/ (i18n/README.md)"
+	@echo "make ko-check   list the Korean cells waiting for translation; fail if any, or if make ko is due"
+	@echo "make ko-stub    add a todo block to i18n/ko/ for every English cell that has no translation"
 	@echo "make classroom  start the course's JupyterHub + nbgrader on localhost (an instructor, two students)"
 	@echo "make test-classroom  nbgrader's whole cycle through a real local JupyterHub, then in Chromium"
 	@echo "make bench      time every notebook and write bench/results.md"
@@ -72,6 +78,26 @@ fresh: | $(PY)
 	@test -n "$(EXERCISE)" || { echo "which exercise? e.g. make fresh EXERCISE=03"; exit 2; }
 	$(PY) tools/my_work.py --fresh $(EXERCISE)
 
+fresh-ko: | $(PY)
+	@test -n "$(EXERCISE)" || { echo "which exercise? e.g. make fresh-ko EXERCISE=03"; exit 2; }
+	$(PY) tools/my_work.py --lang ko --fresh $(EXERCISE)
+
+# The Korean edition (한국어판): notebooks/ko/, the Korean exercises copied into my-work/ko/.
+lab-ko: install
+	$(PY) tools/my_work.py --lang ko
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. notebooks/ko/00_start_here.ipynb $(LAB_ARGS)
+
+# The Korean edition is generated from the English files and the translations in i18n/ko/
+# (tools/translate.py, i18n/README.md); tests/test_i18n.py fails when it is out of date.
+ko: install
+	$(PY) tools/translate.py
+
+ko-check: install
+	$(PY) tools/translate.py --check
+
+ko-stub: install
+	$(PY) tools/translate.py --stub
+
 lint: install-dev
 	$(VENV)/bin/ruff check src tests tools bench
 
@@ -86,7 +112,7 @@ test: install-dev lint browser-deps classroom-deps
 	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
 		--ignore=tests/browser --ignore=tests/binder --ignore=tests/classroom \
-		tests notebooks solutions
+		--ignore=notebooks/ko --ignore=solutions/ko tests notebooks solutions
 	tools/offline.sh $(PY) -m pytest -s tests/browser
 	tools/offline.sh $(PY) -m pytest -s tests/classroom
 
@@ -121,15 +147,18 @@ test-package: install-dev
 
 test-notebooks: install-dev
 	$(TEST_ENV) tools/offline.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) notebooks solutions
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
+		--ignore=notebooks/ko --ignore=solutions/ko notebooks solutions
 
 exercises: install-dev
 	$(PY) tools/make_exercises.py
+	$(PY) tools/translate.py
 
 bench: install-dev
 	$(PY) bench/bench_mha.py
 	$(PY) bench/bench_kv_cache.py
 	$(PY) bench/run_notebooks.py
+	$(PY) tools/translate.py
 
 # Every lesson on five seeds (COURSE_SEED=0..4), two notebooks at a time: about 20 minutes.
 # Writes bench/seeds.md and src/transformer_course/seed_spreads.json (the spreads the notebooks
@@ -164,3 +193,4 @@ clean:
 notebooks: install-dev
 	$(PY) bench/run_notebooks.py --save --no-results
 	$(PY) tools/make_exercises.py
+	$(PY) tools/translate.py

@@ -2,6 +2,7 @@
 not by the script itself, `git pull`, `make exercises` nor `make test`'s exercise check."""
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -70,6 +71,21 @@ def test_fresh_restores_one_exercise_and_keeps_the_learners_as_a_backup(tmp_path
     assert len(list(dest.glob("03_*.backup-*.ipynb"))) == 3
     assert my_work.main(["--dest", str(dest)]) == 0  # backups are not exercises: nothing copied
     assert "copied" not in capsys.readouterr().out
+
+
+def test_the_korean_exercises_go_to_their_own_folder(tmp_path, capsys):
+    """`make lab-ko`: exercises/ko/ into my-work/ko/, beside (never over) the English copies."""
+    korean = sorted(p.name for p in (ROOT / "exercises" / "ko").glob("*.ipynb"))
+    assert korean == EXERCISES
+    dest = tmp_path / "my-work" / "ko"
+    assert my_work.main(["--lang", "ko", "--dest", str(dest)]) == 0
+    assert all((dest / n).read_bytes() == (ROOT / "exercises" / "ko" / n).read_bytes() for n in korean)
+    solved = _solve(dest / WARMUP)
+    assert my_work.main(["--lang", "ko", "--dest", str(dest), "--fresh", "0"]) == 0
+    assert (dest / WARMUP).read_bytes() == (ROOT / "exercises" / "ko" / WARMUP).read_bytes()
+    assert [p.read_bytes() for p in dest.glob("00_warmup.backup-*.ipynb")] == [solved]
+    title = json.loads((dest / WARMUP).read_text(encoding="utf-8"))["cells"][0]["source"][0]
+    assert re.search("[가-힣]", title), title  # the Korean instructions, not the English
 
 
 def test_an_unknown_name_is_an_error_that_lists_the_exercises(tmp_path, capsys):

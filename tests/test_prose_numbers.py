@@ -16,7 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = [*sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")),
-             *sorted((ROOT / "solutions").glob("*.ipynb"))]
+             *sorted((ROOT / "solutions").glob("*.ipynb")),
+             # the Korean edition: its prose is translated, its code and outputs are the English ones
+             *sorted((ROOT / "notebooks" / "ko").glob("[0-9][0-9]_*.ipynb")),
+             *sorted((ROOT / "solutions" / "ko").glob("*.ipynb"))]
 
 # 0.65, 95 %, 5.7x (not 0x1F, not inside a word or after a dot, caret or dollar)
 CLAIM = re.compile(r"(?<![\w.$^\\_{])(\d+\.\d+|\d+(?:\.\d+)?\s?%|\d+(?:\.\d+)?\s?[x×](?![\w-]))")

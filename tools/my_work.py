@@ -8,6 +8,7 @@ exercises in ``my-work/`` instead (git ignores it). This script copies every
     python tools/my_work.py              # copy the exercises missing from my-work/
     python tools/my_work.py --fresh 03   # a clean copy of exercise 03; yours is kept as a backup
     python tools/my_work.py --dest DIR   # another working folder (the tests use one)
+    python tools/my_work.py --lang ko    # the Korean exercises (exercises/ko/) into my-work/ko/
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = ROOT / "exercises"
 DEFAULT_DEST = ROOT / "my-work"
+LANGUAGES = ("en", "ko")  # English: exercises/ -> my-work/; Korean: exercises/ko/ -> my-work/ko/
 
 
 def shown(path: Path) -> str:
@@ -29,15 +31,15 @@ def shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
-def exercises() -> list[Path]:
-    return sorted(EXERCISES.glob("*.ipynb"))
+def exercises(source: Path = EXERCISES) -> list[Path]:
+    return sorted(source.glob("*.ipynb"))
 
 
-def copy_missing(dest: Path) -> tuple[list[str], list[str]]:
+def copy_missing(dest: Path, source: Path = EXERCISES) -> tuple[list[str], list[str]]:
     """Copy each exercise that ``dest`` lacks; return the names copied and the names kept."""
     dest.mkdir(parents=True, exist_ok=True)
     copied, kept = [], []
-    for src in exercises():
+    for src in exercises(source):
         target = dest / src.name
         if target.exists():
             kept.append(src.name)
@@ -47,23 +49,23 @@ def copy_missing(dest: Path) -> tuple[list[str], list[str]]:
     return copied, kept
 
 
-def find_exercise(name: str) -> Path:
+def find_exercise(name: str, source: Path = EXERCISES) -> Path:
     """The exercise called ``name``: its file name, its stem, or its number ("03" or "3")."""
     if name.isdigit():
         name = name.zfill(2)
-    found = [p for p in exercises() if name in (p.name, p.stem) or p.name.startswith(name + "_")]
+    found = [p for p in exercises(source) if name in (p.name, p.stem) or p.name.startswith(name + "_")]
     if len(found) != 1:
-        available = ", ".join(p.name for p in exercises())
+        available = ", ".join(p.name for p in exercises(source))
         problem = "no exercise" if not found else "more than one exercise"
         raise ValueError(f"{problem} matches {name!r}; the exercises are: {available}")
     return found[0]
 
 
-def fresh(name: str, dest: Path) -> tuple[Path, Path | None]:
+def fresh(name: str, dest: Path, source: Path = EXERCISES) -> tuple[Path, Path | None]:
     """Copy one exercise again; the learner's file, if any, is renamed to a backup first.
 
     Returns the fresh copy and the backup (None when there was nothing to keep)."""
-    src = find_exercise(name)
+    src = find_exercise(name, source)
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / src.name
     backup = None
@@ -83,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fresh", metavar="NAME",
                         help="copy this exercise again (e.g. 03), keeping yours as a backup")
-    parser.add_argument("--dest", type=Path, default=DEFAULT_DEST,
-                        help="the working folder (default: my-work/ in the repository)")
+    parser.add_argument("--dest", type=Path, default=None,
+                        help="the working folder (default: my-work/, or my-work/ko/ with --lang ko)")
+    parser.add_argument("--lang", choices=LANGUAGES, default="en",
+                        help="which edition's exercises: en (exercises/) or ko (exercises/ko/)")
     args = parser.parse_args(argv)
+    source = EXERCISES if args.lang == "en" else EXERCISES / args.lang
+    if args.dest is None:
+        args.dest = DEFAULT_DEST if args.lang == "en" else DEFAULT_DEST / args.lang
     if args.fresh:
         try:
-            target, backup = fresh(args.fresh, args.dest)
+            target, backup = fresh(args.fresh, args.dest, source)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"your {target.name} is kept as {backup.name}")
         print(f"copied a fresh {target.name} into {shown(args.dest)}/")
         return 0
-    copied, kept = copy_missing(args.dest)
+    copied, kept = copy_missing(args.dest, source)
     where = shown(args.dest)
     for name in copied:
         print(f"copied {name} into {where}/")

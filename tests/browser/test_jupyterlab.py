@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -31,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = ROOT / "bench" / "screenshots"
 TOKEN = "course-browser-test"
-# notebook 00 and a widget notebook from each part that exists so far
+# notebook 00 and a widget notebook from each part that exists so far, and the Korean edition's 00
 NOTEBOOKS = ["00_start_here.ipynb", "01_rnns_and_fading_memory.ipynb", "05_masks_and_multi_head.ipynb",
-             "07_transformer_block.ipynb", "10_decoder_only_gpt.ipynb"]
+             "07_transformer_block.ipynb", "10_decoder_only_gpt.ipynb", "ko/00_start_here.ipynb"]
 NOTEBOOKS = [n for n in NOTEBOOKS if (ROOT / "notebooks" / n).exists()]
 RUN_TIMEOUT_S = 240
 
@@ -91,6 +92,11 @@ def lab(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+def _shot(name: str) -> str:
+    """A screenshot's name for a notebook: ko/00_start_here.ipynb -> ko_00_start_here."""
+    return name.removesuffix(".ipynb").replace("/", "_")
 
 
 def _images(page) -> list[str]:
@@ -171,7 +177,7 @@ def _move_a_slider_changes_a_figure(page, name: str) -> None:
     before = _images(page)
     handle = sliders.first
     handle.scroll_into_view_if_needed()
-    page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_before.png"))
+    page.screenshot(path=str(SCREENSHOTS / f"{_shot(name)}_before.png"))
     value, top = (float(handle.get_attribute(a)) for a in ("aria-valuenow", "aria-valuemax"))
     handle.focus()
     # as few steps as move it (back, from the top of the range); a key press can be lost while the
@@ -185,7 +191,7 @@ def _move_a_slider_changes_a_figure(page, name: str) -> None:
     _wait_until_drawn(page, before, time.time() + 60)
     moved = handle.get_attribute("aria-valuenow")
     print(f"{name}: first slider moved from {value:g} to {float(moved):g}")
-    page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_after.png"))
+    page.screenshot(path=str(SCREENSHOTS / f"{_shot(name)}_after.png"))
     assert float(moved) != value, f"{name}: the first slider did not move"
     assert _images(page) != before, f"{name}: moving the first slider did not change any figure"
 
@@ -205,7 +211,7 @@ def _explorer_redraws(page, name: str) -> None:
         deadline = time.time() + 60
         while time.time() < deadline and _explorer_image(box) == before:
             time.sleep(0.5)
-        page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_explorer.png"))
+        page.screenshot(path=str(SCREENSHOTS / f"{_shot(name)}_explorer.png"))
         assert _explorer_image(box) != before, f"{name}: choosing {what} in the explorer changed nothing"
         print(f"{name}: the explorer redrew for {what}")
 
@@ -213,6 +219,7 @@ def _explorer_redraws(page, name: str) -> None:
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_and_its_widgets_work_in_jupyterlab(lab, browser, name):
     url, root = lab
+    shot = _shot(name)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
@@ -225,9 +232,13 @@ def test_notebook_runs_and_its_widgets_work_in_jupyterlab(lab, browser, name):
         start = time.time()
         state = _run_all(page, RUN_TIMEOUT_S)
         print(f"{name}: {state['code']} code cells ran in JupyterLab in {time.time() - start:.1f} s")
-        page.screenshot(path=str(SCREENSHOTS / f"{Path(name).stem}_run.png"), full_page=False)
+        page.screenshot(path=str(SCREENSHOTS / f"{shot}_run.png"), full_page=False)
+        if name.startswith("ko/"):  # the Korean edition renders its Korean markdown
+            heading = page.locator(".jp-MarkdownCell h1").first.inner_text()
+            assert re.search("[가-힣]", heading), f"{name}: the first heading is not Korean: {heading!r}"
+            print(f"{name}: Korean heading rendered: {heading}")
 
-        if name[:2] in OPENING:  # the diagram before the formulas is drawn in the page
+        if Path(name).name[:2] in OPENING:  # the diagram before the formulas is drawn in the page
             drawn = page.evaluate(DIAGRAM_STATE)
             assert drawn is not None, f"{name}: no cell draws the notebook's diagram"
             assert drawn["width"] > 300 and drawn["height"] > 100, f"{name}: diagram not drawn: {drawn}"
