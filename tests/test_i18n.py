@@ -298,6 +298,33 @@ def test_every_translated_cell_is_korean_with_the_english_structure(job):
     _report(job, problems, "untranslated or restructured cells")
 
 
+def rendered_text(markdown: str) -> str:
+    """The text a reader sees: the cell rendered as CommonMark (as JupyterLab renders it), without
+    code and formulas. Emphasis that does not render leaves its asterisks in the text."""
+    mistune = pytest.importorskip("mistune")
+    html = mistune.create_markdown()(MATH.sub("@@0@@", markdown))  # JupyterLab's placeholder for math
+    html = re.sub(r"<code>.*?</code>|<pre>.*?</pre>", " ", html, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+@pytest.mark.parametrize("job", JOBS, ids=_id)
+def test_emphasis_renders_and_no_tilde_strikes_through(job):
+    """**용어(term)**는 does not render in CommonMark (a closing ** after a bracket needs a space or
+    punctuation after it): write **용어**(term)는. And two "~" on a line strike it through in
+    JupyterLab, so a range is written 5-8 or 5에서 8, not 5~8."""
+    problems = []
+    for key, en, ko in pairs(job):
+        stars_en, stars_ko = rendered_text(en).count("*"), rendered_text(ko).count("*")
+        if stars_ko > stars_en:
+            text = rendered_text(ko)
+            i = text.find("*")
+            near = text[max(0, i - 30):i + 30].strip()
+            problems.append(f"{key}: emphasis that does not render: ...{near}...")
+        if prose(ko).count("~") > prose(en).count("~"):
+            problems.append(f"{key}: '~' (JupyterLab strikes text through between two of them)")
+    _report(job, problems, "markdown that renders wrong")
+
+
 # Sentence endings outside the one register (합니다체, with -세요 for instructions to the reader).
 HAEYO = re.compile(r"(?<!세)(요|죠)[.?!](?=\s|$|\*|\))")
 HANDA = re.compile(r"[가-힣](?<!니)(다|자)[.!](?=\s|$|\*|\))")
