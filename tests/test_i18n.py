@@ -375,6 +375,8 @@ TERMS = glossary()
 # that the Korean uses the term whenever the English does skips them; the other checks do not.
 # "The seed post" is the post the course grew from, not a random seed.
 EVERYDAY = {"value", "key", "seed"}
+# Idioms that contain a term's word without the term ("falls in step with it": in proportion).
+IDIOMS = re.compile(r"\bin step with\b|\bstep by step\b|\bof course\b", re.I)
 
 
 def english_pattern(form: str) -> re.Pattern:
@@ -400,6 +402,7 @@ def english_terms(en_prose: str, ko_prose: str) -> list[tuple[str, str]]:
     "gradient"); a form the Korean keeps in English as often as the English has it (a paper's
     title) is not one to translate; words of everyday English (``EVERYDAY``) are skipped."""
     out = []
+    en_prose = IDIOMS.sub(" ", en_prose)
     for form, term in sorted(((f, t) for forms, t, _ in TERMS for f in forms), key=lambda x: -len(x[0])):
         pattern = english_pattern(form)
         n_en, n_ko = len(pattern.findall(en_prose)), len(pattern.findall(ko_prose))
@@ -496,3 +499,29 @@ def test_each_readme_links_the_other_edition_and_binder_opens_either_notebook_00
     assert "notebooks/ko/00_start_here.ipynb" in binder.findall(korean) + binder.findall(english)
     for target in set(binder.findall(english) + binder.findall(korean)):
         assert (ROOT / target).exists(), f"Binder opens {target}, which does not exist"
+
+
+def test_the_korean_exercises_are_what_make_exercises_makes_of_the_korean_solutions():
+    """exercises/ko/ is to solutions/ko/ what exercises/ is to solutions/ (nbgrader's stubs, no
+    outputs), so a Korean class can hand solutions/ko/ to nbgrader as its source."""
+    pytest.importorskip("nbgrader")
+    make = _load(ROOT / "tools" / "make_exercises.py", "make_exercises_i18n")
+    for path in sorted((ROOT / "solutions" / tr.LANG).glob("*.ipynb")):
+        solution = nbformat.read(path, as_version=4)
+        expected = make.build_exercise(make.stamp(solution))
+        exercise = nbformat.read(ROOT / "exercises" / tr.LANG / path.name, as_version=4)
+        for nb in (expected, exercise):
+            nb.metadata.pop("i18n")
+        assert make.render(exercise) == make.render(expected), f"exercises/ko/{path.name}"
+        assert make.render(make.stamp(solution)) == path.read_text(encoding="utf-8"), (
+            f"solutions/ko/{path.name} lacks nbgrader's metadata")
+
+
+def test_a_korean_class_gets_the_korean_solutions_as_nbgrader_source(tmp_path):
+    """`make classroom CLASSROOM_ARGS="--lang ko"` puts solutions/ko/ in the course's source/."""
+    classroom = _load(ROOT / "tools" / "classroom.py", "classroom_i18n")
+    added = classroom.add_course_notebooks(tmp_path, "ko")
+    korean = sorted((ROOT / "solutions" / tr.LANG).glob("*.ipynb"))
+    assert added == [p.stem for p in korean]
+    for path in korean:
+        assert (tmp_path / "source" / path.stem / path.name).read_bytes() == path.read_bytes()

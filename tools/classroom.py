@@ -340,10 +340,12 @@ def _quote(path: str) -> str:
 
 # ----------------------------------------------------------------------------- make classroom
 
-def add_course_notebooks(course_dir: Path) -> list[str]:
-    """Put each solution notebook in the course as source/<name>/<name>.ipynb (once)."""
+def add_course_notebooks(course_dir: Path, lang: str = "en") -> list[str]:
+    """Put each solution notebook in the course as source/<name>/<name>.ipynb (once); with
+    ``lang="ko"`` the Korean edition's (solutions/ko/: Korean instructions, the same checks)."""
     added = []
-    for notebook in sorted((ROOT / "solutions").glob("*.ipynb")):
+    solutions = ROOT / "solutions" if lang == "en" else ROOT / "solutions" / lang
+    for notebook in sorted(solutions.glob("*.ipynb")):
         target = course_dir / "source" / notebook.stem / notebook.name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +365,7 @@ def serve(args: argparse.Namespace) -> int:
     saved.write_text(json.dumps({"student_password": hub.student_password,
                                  "instructor_password": hub.instructor_password}))
     saved.chmod(0o600)
-    add_course_notebooks(hub.course_dir)
+    add_course_notebooks(hub.course_dir, args.lang)
     for student in students:  # the formgrader's Manage Students page lists them from the start
         hub.nbgrader("db", "student", "add", student, f"--last-name={student}")
     print(f"starting JupyterHub (log: {hub.log}) ...", flush=True)
@@ -374,6 +376,7 @@ def serve(args: argparse.Namespace) -> int:
         hub.stop()
         return 1
     width = max(len(n) for n in [hub.instructor, *students])
+    origin = "solutions/" if args.lang == "en" else f"solutions/{args.lang}/"
     print(f"""
 The course's JupyterHub is running (started in {took:.1f} s). Open {hub.url} and log in:
 
@@ -382,7 +385,7 @@ The course's JupyterHub is running (started in {took:.1f} s). Open {hub.url} and
 
 Instructor: the formgrader is at {hub.url}/services/{COURSE_ID}/formgrader
   (open it in its own browser tab). Its "Manage Assignments" page lists the 12 exercise
-  notebooks, copied from solutions/ into {hub.course_dir}/source/: Generate, look at it, then Release.
+  notebooks, copied from {origin} into {hub.course_dir}/source/: Generate, look at it, then Release.
 Students: in JupyterLab, menu Nbgrader > Assignment List: Fetch, work, Submit.
 Everything is kept in {state}; delete it to start over. Ctrl-C stops the hub and every server.
 """, flush=True)
@@ -413,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dir", default=str(CLASSROOM / "run"), help="where the hub keeps everything")
     s.add_argument("--port", type=int, default=DEFAULT_PORTS["port"], help="the port a browser opens")
     s.add_argument("--students", type=int, default=2, help="how many students (student1, student2, ...)")
+    s.add_argument("--lang", choices=("en", "ko"), default="en",
+                   help="the assignments' language: en (solutions/) or ko (solutions/ko/, 한국어판)")
     args = parser.parse_args(argv)
     return serve(args)
 

@@ -50,11 +50,10 @@ CHANGED = "changed"  # the English text changed after the translation
 MISSING = "missing"  # no block for this cell
 TODO = "todo"  # a block still marked todo
 WAITING_NOTE = {
-    CHANGED: ("> **번역 대기:** the English text changed after this cell was translated, so it is "
-              "shown in English until the translation is updated (영어 원문이 바뀌어 원문을 그대로 "
-              "보여 드립니다)."),
-    MISSING: ("> **번역 대기:** this cell has no Korean translation yet, so it is shown in English "
-              "(아직 번역되지 않아 영어 원문을 보여 드립니다)."),
+    CHANGED: ("> **번역 대기:** 이 셀의 영어 원문이 번역된 뒤에 바뀌어, 번역을 고칠 때까지 영어 원문을 "
+              "그대로 보여 드립니다. (The English text changed after this cell was translated.)"),
+    MISSING: ("> **번역 대기:** 이 셀은 아직 번역되지 않아 영어 원문을 그대로 보여 드립니다. "
+              "(This cell has no Korean translation yet.)"),
 }
 WAITING_NOTE[TODO] = WAITING_NOTE[MISSING]
 
