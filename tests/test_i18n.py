@@ -190,6 +190,9 @@ WORDS = {w: i for i, w in enumerate(
 WORDS.update({w: 10 * (i + 3)
               for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split())})
 SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6}
+# fractions in words: "a quarter" may be 4분의 1, "two thirds" 3분의 2
+WORDS.update({"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4, "fifth": 5,
+              "fifths": 5, "tenth": 10, "tenths": 10})
 MONTHS = {m: i + 1 for i, m in enumerate(
     "january february march april may june july august september october november december".split())}
 
