@@ -42,8 +42,6 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 LANG = "ko"
-I18N = ROOT / "i18n" / LANG
-TABLE = ROOT / "bench" / f"translation_{LANG}.md"
 HASH_LEN = 10
 MARKER = re.compile(rf"^<!-- (cell|section) (\S+) en:([0-9a-f]{{{HASH_LEN}}})( todo)? -->[ \t]*$", re.M)
 CHANGED = "changed"  # the English text changed after the translation
