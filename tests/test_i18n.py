@@ -528,3 +528,5 @@ def test_a_korean_class_gets_the_korean_solutions_as_nbgrader_source(tmp_path):
     assert added == [p.stem for p in korean]
     for path in korean:
         assert (tmp_path / "source" / path.stem / path.name).read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match="expects lang 'en' or 'ko', got 'fr'"):
+        classroom.add_course_notebooks(tmp_path, "fr")

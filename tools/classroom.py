@@ -343,6 +343,8 @@ def _quote(path: str) -> str:
 def add_course_notebooks(course_dir: Path, lang: str = "en") -> list[str]:
     """Put each solution notebook in the course as source/<name>/<name>.ipynb (once); with
     ``lang="ko"`` the Korean edition's (solutions/ko/: Korean instructions, the same checks)."""
+    if lang not in ("en", "ko"):
+        raise ValueError(f"add_course_notebooks expects lang 'en' or 'ko', got {lang!r}")
     added = []
     solutions = ROOT / "solutions" if lang == "en" else ROOT / "solutions" / lang
     for notebook in sorted(solutions.glob("*.ipynb")):
